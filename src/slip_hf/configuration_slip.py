@@ -1,0 +1,129 @@
+"""SLIP model configuration."""
+
+import math
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import CLIPConfig, PreTrainedConfig
+
+
+@strict
+class SlipConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`SlipModel`]: a CLIP dual encoder (`clip_config`) plus the SLIP graph head (one GAT
+    stack per modality, a fusion projection to node embeddings Z, an optional category classifier) and the
+    weights of the SLIP objective (Eq. 7 of the paper). Defaults are the paper's (§4, §6.1).
+
+    clip_config (`dict` or [`CLIPConfig`], *optional*):
+        Configuration of the wrapped [`CLIPModel`]; `None` gives `CLIPConfig()` (ViT-B/32-sized).
+    use_graph (`bool`, *optional*, defaults to `True`):
+        Build the graph path (GAT stacks + fusion, Eq. 3-4). `False` with `lambda_aux=0` is plain CLIP.
+    graph_num_layers (`int`, *optional*, defaults to 2):
+        GAT layers per modality (l = 0, 1 in Eq. 3).
+    graph_hidden_size (`int`, *optional*, defaults to 512):
+        Output width of every GAT layer; the heads are concatenated, each head has
+        `graph_hidden_size // graph_num_heads` channels.
+    graph_num_heads (`int`, *optional*, defaults to 4):
+        Attention heads per GAT layer.
+    graph_dropout (`float`, *optional*, defaults to 0.1):
+        Dropout on GAT attention coefficients and between GAT layers.
+    graph_activation (`str`, *optional*, defaults to `"elu"`):
+        Non-linearity between GAT layers (ELU, as in the GAT paper).
+    fusion_activation (`str`, *optional*, defaults to `"gelu"`):
+        Non-linearity of the fusion projection phi (Linear -> act -> LayerNorm, Eq. 4).
+    node_embed_dim (`int`, *optional*):
+        Width d of Z; `None` uses the CLIP projection dim.
+    hops (`int`, *optional*, defaults to 1):
+        Hop threshold h of the positive mask (Eq. 2).
+    hop_mode (`str`, *optional*, defaults to `"within"`):
+        `"within"`: positives are nodes at distance 1..h (Eq. 2); `"exact"`: only distance exactly h (§7.1).
+    graph_temperature_init (`float`, *optional*, defaults to 0.07):
+        Initial temperature tau of the structural loss (S = Z Z^T / tau). Stored as a learnable log-scale
+        `log(1/tau)`, initialised like CLIP's own `logit_scale` (1/0.07) and clamped to <= 100 like CLIP.
+    learnable_graph_temperature (`bool`, *optional*, defaults to `True`):
+        Whether tau is trained.
+    graph_loss_exclude_self (`bool`, *optional*, defaults to `False`):
+        Eq. 5 normalises log P over k = 1..b, i.e. *including* the anchor itself (`False`, the paper).
+        `True` drops the anchor from the softmax denominator (SupCon style).
+    graph_loss_eps (`float`, *optional*, defaults to 1e-8):
+        epsilon of Eq. 5's normaliser 1 / (|M+| + eps); a batch without edges gives a loss of exactly 0.
+    lambda_graph (`float`, *optional*, defaults to 0.05):
+        Weight of the structural contrastive loss (Eq. 7).
+    lambda_aux (`float`, *optional*, defaults to 0.1):
+        Weight of the auxiliary classification loss (Eq. 7).
+    num_labels (`int`, *optional*, defaults to 0):
+        Number of categories of the auxiliary classifier; 0 builds no classifier. `id2label` may be given instead.
+
+    Example:
+
+    ```python
+    >>> from transformers import CLIPConfig
+    >>> from slip_hf import SlipConfig, SlipModel
+    >>> config = SlipConfig(clip_config=CLIPConfig(), num_labels=10)
+    >>> model = SlipModel(config)
+    ```
+    """
+
+    model_type = "slip"
+    sub_configs_defaults = {"clip_config": CLIPConfig}
+
+    clip_config: dict | CLIPConfig | None = None
+    use_graph: bool = True
+    graph_num_layers: int = 2
+    graph_hidden_size: int = 512
+    graph_num_heads: int = 4
+    graph_dropout: float = 0.1
+    graph_activation: str = "elu"
+    fusion_activation: str = "gelu"
+    node_embed_dim: int | None = None
+    hops: int = 1
+    hop_mode: Literal["within", "exact"] = "within"
+    graph_temperature_init: float = 0.07
+    learnable_graph_temperature: bool = True
+    graph_loss_exclude_self: bool = False
+    graph_loss_eps: float = 1e-8
+    lambda_graph: float = 0.05
+    lambda_aux: float = 0.1
+
+    def __post_init__(self, **kwargs):
+        # The auxiliary head is opt-in: without `id2label`/`num_labels` a SLIP model has no classifier
+        # (PreTrainedConfig would otherwise default to 2 labels).
+        if self.id2label is None:
+            kwargs.setdefault("num_labels", 0)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Part of `@strict`-powered validation: reject values that cannot build a model."""
+        if self.graph_num_layers < 1:
+            raise ValueError(f"graph_num_layers must be >= 1, got {self.graph_num_layers}.")
+        if self.graph_hidden_size % self.graph_num_heads != 0:
+            raise ValueError(
+                f"graph_hidden_size ({self.graph_hidden_size}) must be divisible by graph_num_heads "
+                f"({self.graph_num_heads}): heads are concatenated."
+            )
+        if self.hops < 1:
+            raise ValueError(f"hops must be >= 1, got {self.hops}.")
+        if self.hop_mode not in ("within", "exact"):
+            raise ValueError(f"hop_mode must be 'within' or 'exact', got {self.hop_mode!r}.")
+        if not 0.0 < self.graph_temperature_init <= 1.0:
+            raise ValueError(f"graph_temperature_init must be in (0, 1], got {self.graph_temperature_init}.")
+        if self.lambda_graph < 0 or self.lambda_aux < 0:
+            raise ValueError("lambda_graph and lambda_aux must be >= 0.")
+
+    @property
+    def projection_dim(self) -> int:
+        """Width of the CLIP embedding space (E_v, E_t)."""
+        return self.clip_config.projection_dim
+
+    @property
+    def resolved_node_embed_dim(self) -> int:
+        """Width d of the node embeddings Z."""
+        return self.node_embed_dim if self.node_embed_dim is not None else self.projection_dim
+
+    @property
+    def graph_logit_scale_init(self) -> float:
+        """`log(1/tau)` at initialisation."""
+        return math.log(1.0 / self.graph_temperature_init)
+
+
+__all__ = ["SlipConfig"]

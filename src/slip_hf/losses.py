@@ -1,0 +1,147 @@
+"""The three parts of the SLIP objective (Eq. 1, 5, 6) and their weighted sum (Eq. 7).
+
+Each loss is a plain function of tensors so that the model, the trainer and the distributed variants
+(`slip_hf.distributed`) share one implementation. All of them compute in float32 whatever the input dtype,
+so fp16/bf16 activations give the same loss as fp32 ones up to the inputs' own rounding.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def clip_contrastive_loss(
+    logits_per_image: torch.Tensor,
+    logits_per_text: torch.Tensor,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Symmetric InfoNCE of CLIP (Eq. 1).
+
+    .. math::
+        \mathcal{L}_{clip} = \tfrac12\left[\mathrm{CE}(\hat Y_v, Y) + \mathrm{CE}(\hat Y_t, Y)\right],
+        \qquad \hat Y_v = e^{\tau} E_v E_t^\top,\ \hat Y_t = e^{\tau} E_t E_v^\top
+
+    Args:
+        logits_per_image (`torch.Tensor` of shape `(n, m)`): scaled image-to-text similarities; row i's
+            positive is column `targets[i]`.
+        logits_per_text (`torch.Tensor` of shape `(n, m)`): scaled text-to-image similarities, same targets.
+            With a single process `logits_per_text == logits_per_image.T`.
+        targets (`torch.LongTensor` of shape `(n,)`, *optional*): column of each row's positive; defaults to
+            `arange(n)` (the diagonal).
+
+    Returns:
+        Scalar `torch.Tensor` (float32).
+    """
+    if targets is None:
+        targets = torch.arange(logits_per_image.size(0), device=logits_per_image.device)
+    loss_image = F.cross_entropy(logits_per_image.float(), targets)
+    loss_text = F.cross_entropy(logits_per_text.float(), targets)
+    return (loss_image + loss_text) / 2
+
+
+def structural_contrastive_loss(
+    node_embeds: torch.Tensor,
+    positive_mask: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    *,
+    key_embeds: torch.Tensor | None = None,
+    self_index: torch.Tensor | None = None,
+    exclude_self: bool = False,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    r"""Structural contrastive loss over graph-neighbour positives (Eq. 5).
+
+    With :math:`S = \tau^{-1} Z Z^\top` and a row-wise log-softmax
+
+    .. math::
+        \log P_{ij} = S_{ij} - \log \sum_{k=1}^{b} \exp(S_{ik}), \qquad
+        \mathcal{L}_{graph} = -\frac{1}{\lVert M^+ \rVert + \epsilon} \sum_{i,j} M^+_{ij} \log P_{ij}
+
+    where :math:`\lVert M^+ \rVert` is the number of positive pairs. The denominator runs over k = 1..b,
+    the anchor included, as Eq. 5 is written; `exclude_self=True` drops k = i (SupCon style). Rows without
+    positives contribute nothing, and a batch with no positive pair at all gives exactly 0 with zero,
+    finite gradients.
+
+    Args:
+        node_embeds (`torch.Tensor` of shape `(n, d)`): l2-normalised node embeddings Z (the anchors).
+        positive_mask (`torch.BoolTensor` of shape `(n, m)`): :math:`M^+`; must be False at each anchor's
+            own column.
+        logit_scale (`torch.Tensor` or `float`): :math:`1/\tau`, already exponentiated.
+        key_embeds (`torch.Tensor` of shape `(m, d)`, *optional*): the embeddings compared against; defaults
+            to `node_embeds` (m = n). Distributed training passes the gathered global batch here.
+        self_index (`torch.LongTensor` of shape `(n,)`, *optional*): column of each anchor itself in the keys;
+            defaults to `arange(n)`. Only used with `exclude_self=True`.
+        exclude_self (`bool`): drop the anchor from the softmax denominator.
+        eps (`float`): :math:`\epsilon` of the normaliser.
+
+    Returns:
+        Scalar `torch.Tensor` (float32).
+    """
+    keys = node_embeds if key_embeds is None else key_embeds
+    if positive_mask.shape != (node_embeds.size(0), keys.size(0)):
+        raise ValueError(
+            f"positive_mask has shape {tuple(positive_mask.shape)}, expected "
+            f"{(node_embeds.size(0), keys.size(0))} (anchors x keys)."
+        )
+    similarity = logit_scale * (node_embeds.float() @ keys.float().T)
+    if exclude_self:
+        if self_index is None:
+            self_index = torch.arange(node_embeds.size(0), device=node_embeds.device)
+        rows = torch.arange(node_embeds.size(0), device=node_embeds.device)
+        similarity = similarity.index_put((rows, self_index), torch.tensor(float("-inf"), device=similarity.device))
+    log_prob = F.log_softmax(similarity, dim=1)
+    positive_mask = positive_mask.to(device=log_prob.device, dtype=torch.bool)
+    # torch.where, not a product: 0 * -inf at the excluded anchor would be NaN.
+    positive_log_prob = torch.where(positive_mask, log_prob, torch.zeros_like(log_prob))
+    return -positive_log_prob.sum() / (positive_mask.sum() + eps)
+
+
+def auxiliary_classification_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r"""Category cross-entropy of the auxiliary head (Eq. 6).
+
+    .. math::
+        \mathcal{L}_{aux} = -\frac1N \sum_{i=1}^N \sum_{c=1}^C Y_{i,c} \log \mathrm{softmax}(C_i)_c
+
+    Args:
+        class_logits (`torch.Tensor` of shape `(n, C)`): classifier outputs.
+        labels (`torch.LongTensor` of shape `(n,)`): category ids; -100 marks unlabelled nodes, which are
+            skipped. A batch with no labelled node gives 0.
+
+    Returns:
+        Scalar `torch.Tensor` (float32).
+    """
+    labels = labels.to(class_logits.device).long()
+    if labels.numel() and int(labels.max()) >= class_logits.size(-1):
+        raise ValueError(
+            f"label {int(labels.max())} is out of range for an auxiliary head with {class_logits.size(-1)} classes."
+        )
+    if not bool((labels != -100).any()):
+        return class_logits.float().sum() * 0.0
+    return F.cross_entropy(class_logits.float(), labels, ignore_index=-100)
+
+
+def slip_total_loss(
+    loss_clip: torch.Tensor,
+    loss_graph: torch.Tensor | None,
+    loss_aux: torch.Tensor | None,
+    lambda_graph: float,
+    lambda_aux: float,
+) -> torch.Tensor:
+    r"""Eq. 7: :math:`\mathcal{L} = \mathcal{L}_{clip} + \lambda_{graph}\mathcal{L}_{graph} + \lambda_{aux}\mathcal{L}_{aux}`.
+
+    A part that is `None` (path disabled) or whose weight is 0 is left out of the sum, so with both weights 0
+    the result *is* `loss_clip` (the plain CLIP fine-tuning baseline), bit for bit.
+    """
+    total = loss_clip
+    if loss_graph is not None and lambda_graph != 0:
+        total = total + lambda_graph * loss_graph
+    if loss_aux is not None and lambda_aux != 0:
+        total = total + lambda_aux * loss_aux
+    return total
+
+
+__all__ = [
+    "auxiliary_classification_loss",
+    "clip_contrastive_loss",
+    "slip_total_loss",
+    "structural_contrastive_loss",
+]

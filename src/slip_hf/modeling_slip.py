@@ -1,0 +1,321 @@
+"""PyTorch SLIP model: a CLIP dual encoder with per-modality graph attention over the batch subgraph.
+
+Reading order follows the data: CLIP encoders (E_v, E_t) -> GAT stacks (Eq. 3) -> fusion into node
+embeddings Z (Eq. 4) -> auxiliary classifier -> the losses of `slip_hf.losses` (Eq. 1, 5, 6, 7).
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import GATConv
+from transformers import CLIPModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput
+
+from .configuration_slip import SlipConfig
+from .graph_masks import hop_positive_mask, symmetric_simple_edges
+from .losses import (
+    auxiliary_classification_loss,
+    clip_contrastive_loss,
+    slip_total_loss,
+    structural_contrastive_loss,
+)
+
+# CLIP caps its temperature at 1/100; the structural loss uses the same ceiling.
+MAX_GRAPH_LOGIT_SCALE = math.log(100.0)
+
+
+def get_activation(name: str) -> nn.Module:
+    """`transformers`' activation registry plus ELU, the GAT paper's non-linearity, which it lacks."""
+    return nn.ELU() if name == "elu" else ACT2FN[name]
+
+
+@dataclass
+class SlipOutput(ModelOutput):
+    r"""
+    Output of [`SlipModel.forward`]. b is the batch size, d the CLIP projection dim, d' the node dim, C the
+    number of categories.
+
+    loss (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
+        Total objective of Eq. 7.
+    loss_clip (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
+        Symmetric InfoNCE of Eq. 1.
+    loss_graph (`torch.FloatTensor` of shape `()`, returned with `return_loss=True` when the graph path is on):
+        Structural contrastive loss of Eq. 5 (unweighted).
+    loss_aux (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`, `labels` and an aux head):
+        Category cross-entropy of Eq. 6 (unweighted).
+    logits_per_image (`torch.FloatTensor` of shape `(b, b)`):
+        Scaled image-text cosine similarities.
+    logits_per_text (`torch.FloatTensor` of shape `(b, b)`):
+        Transpose of `logits_per_image`.
+    image_embeds (`torch.FloatTensor` of shape `(b, d)`):
+        l2-normalised CLIP image embeddings E_v.
+    text_embeds (`torch.FloatTensor` of shape `(b, d)`):
+        l2-normalised CLIP text embeddings E_t.
+    node_embeds (`torch.FloatTensor` of shape `(b, d')`, when the graph path is on):
+        l2-normalised fused node embeddings Z (Eq. 4).
+    class_logits (`torch.FloatTensor` of shape `(b, C)`, when the model has an aux head):
+        Category logits of the auxiliary classifier.
+    num_positive_pairs (`torch.LongTensor` of shape `()`, returned with `return_loss=True` and the graph path):
+        |M+|, the number of ordered positive pairs the structural loss saw in this batch.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_clip: torch.FloatTensor | None = None
+    loss_graph: torch.FloatTensor | None = None
+    loss_aux: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    node_embeds: torch.FloatTensor | None = None
+    class_logits: torch.FloatTensor | None = None
+    num_positive_pairs: torch.LongTensor | None = None
+
+
+class SlipGraphEncoder(nn.Module):
+    r"""A stack of graph attention layers over one modality's embeddings (Eq. 3):
+
+    .. math::
+        H^{(l+1)} = \mathrm{GAT}(H^{(l)}, A), \qquad H^{(0)} = E
+
+    Each layer is a `torch_geometric.nn.GATConv` with `num_heads` concatenated heads of
+    `hidden_size // num_heads` channels and self loops (an isolated node attends to itself), followed,
+    between layers, by the activation and dropout.
+    """
+
+    def __init__(self, in_dim: int, config: SlipConfig):
+        super().__init__()
+        head_dim = config.graph_hidden_size // config.graph_num_heads
+        dims = [in_dim] + [config.graph_hidden_size] * config.graph_num_layers
+        self.layers = nn.ModuleList(
+            GATConv(
+                dims[i],
+                head_dim,
+                heads=config.graph_num_heads,
+                concat=True,
+                dropout=config.graph_dropout,
+                add_self_loops=True,
+            )
+            for i in range(config.graph_num_layers)
+        )
+        self.activation = get_activation(config.graph_activation)
+        self.dropout = nn.Dropout(config.graph_dropout)
+
+    def forward(self, embeds: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            embeds (`torch.Tensor` of shape `(b, in_dim)`): H^(0).
+            edge_index (`torch.LongTensor` of shape `(2, E)`): symmetric batch edges.
+
+        Returns:
+            `torch.Tensor` of shape `(b, graph_hidden_size)`: H^(L).
+        """
+        hidden = embeds
+        for index, layer in enumerate(self.layers):
+            hidden = layer(hidden, edge_index)
+            if index < len(self.layers) - 1:
+                hidden = self.dropout(self.activation(hidden))
+        return hidden
+
+
+class SlipFusion(nn.Module):
+    r"""The projection :math:`\phi` of Eq. 4: Linear -> activation -> LayerNorm on :math:`[H_V \| H_T]`."""
+
+    def __init__(self, config: SlipConfig):
+        super().__init__()
+        self.dense = nn.Linear(2 * config.graph_hidden_size, config.resolved_node_embed_dim)
+        self.activation = get_activation(config.fusion_activation)
+        self.layer_norm = nn.LayerNorm(config.resolved_node_embed_dim)
+
+    def forward(self, vision_hidden: torch.Tensor, text_hidden: torch.Tensor) -> torch.Tensor:
+        """`(b, hidden)`, `(b, hidden)` -> un-normalised Z of shape `(b, d')`."""
+        return self.layer_norm(self.activation(self.dense(torch.cat([vision_hidden, text_hidden], dim=-1))))
+
+
+class SlipPreTrainedModel(PreTrainedModel):
+    config: SlipConfig
+    config_class = SlipConfig
+    base_model_prefix = "slip"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings", "SlipGraphEncoder"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Glorot for GAT weights and attention vectors (as torch_geometric does), Xavier for the fusion and
+        classifier, identity LayerNorm, and the configured graph temperature. CLIP's own modules are initialised
+        by `CLIPPreTrainedModel`."""
+        if isinstance(module, GATConv):
+            for name, param in module.named_parameters():
+                if name.endswith("bias"):
+                    init.zeros_(param)
+                else:
+                    init.xavier_uniform_(param)
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, SlipModel) and module.graph_logit_scale is not None:
+            init.constant_(module.graph_logit_scale, self.config.graph_logit_scale_init)
+
+
+class SlipModel(SlipPreTrainedModel):
+    r"""
+    SLIP: CLIP image/text encoders, one GAT stack per modality over the mini-batch subgraph, a fusion
+    projection to l2-normalised node embeddings Z, and an optional linear category classifier applied to Z
+    (or to :math:`[E_v \| E_t]` when `config.use_graph=False`).
+
+    Retrieval needs no graph: `get_image_features` / `get_text_features` return the CLIP-space embeddings.
+
+    Example:
+
+    ```python
+    >>> from slip_hf import SlipModel
+    >>> model = SlipModel.from_clip("openai/clip-vit-base-patch16", num_labels=20)
+    >>> out = model(input_ids=..., attention_mask=..., pixel_values=..., edge_index=..., labels=..., return_loss=True)
+    >>> out.loss, out.loss_clip, out.loss_graph, out.loss_aux
+    ```
+    """
+
+    def __init__(self, config: SlipConfig):
+        super().__init__(config)
+        self.clip = CLIPModel._from_config(config.clip_config)
+        projection_dim = config.projection_dim
+        self.vision_graph = self.text_graph = self.fusion = self.graph_logit_scale = self.classifier = None
+        if config.use_graph:
+            self.vision_graph = SlipGraphEncoder(projection_dim, config)
+            self.text_graph = SlipGraphEncoder(projection_dim, config)
+            self.fusion = SlipFusion(config)
+            self.graph_logit_scale = nn.Parameter(
+                torch.tensor(config.graph_logit_scale_init), requires_grad=config.learnable_graph_temperature
+            )
+        if config.num_labels > 0:
+            aux_in = config.resolved_node_embed_dim if config.use_graph else 2 * projection_dim
+            self.classifier = nn.Linear(aux_in, config.num_labels)
+        self.post_init()
+
+    @classmethod
+    def from_clip(
+        cls, clip_name_or_path: str | os.PathLike | CLIPModel, **slip_kwargs
+    ) -> "SlipModel":
+        """Build a SLIP model whose CLIP part is a pretrained CLIP checkpoint; GAT, fusion and classifier are
+        freshly initialised.
+
+        Args:
+            clip_name_or_path: a hub id such as `"openai/clip-vit-base-patch16"`, a local directory written by
+                `CLIPModel.save_pretrained`, or a loaded `CLIPModel`.
+            **slip_kwargs: [`SlipConfig`] fields (`num_labels`, `lambda_graph`, `hops`, ...).
+        """
+        clip = clip_name_or_path
+        if not isinstance(clip, CLIPModel):
+            clip = CLIPModel.from_pretrained(clip_name_or_path)
+        config = SlipConfig(clip_config=clip.config, **slip_kwargs)
+        model = cls(config)
+        model.clip.load_state_dict(clip.state_dict(), strict=True)
+        return model
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """CLIP text embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see
+        `CLIPModel.get_text_features`."""
+        return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """CLIP image embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see
+        `CLIPModel.get_image_features`."""
+        return self.clip.get_image_features(pixel_values=pixel_values, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        edge_index: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> SlipOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(b, seq_len)`): tokenised texts.
+            pixel_values (`torch.FloatTensor` of shape `(b, 3, H, W)`): processed images; row i pairs with text i.
+            attention_mask (`torch.Tensor` of shape `(b, seq_len)`, *optional*): text padding mask.
+            position_ids (`torch.LongTensor` of shape `(b, seq_len)`, *optional*): text positions.
+            edge_index (`torch.LongTensor` of shape `(2, E)`, *optional*): edges of the batch subgraph G_b as
+                batch positions (any direction; duplicates and self loops are ignored). `None` means no edges.
+            labels (`torch.LongTensor` of shape `(b,)`, *optional*): category ids for the aux loss; -100 skips.
+            return_loss (`bool`, *optional*): compute the losses.
+            interpolate_pos_encoding (`bool`): see `CLIPModel`.
+        """
+        image_embeds = F.normalize(
+            self.clip.get_image_features(
+                pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
+            ).pooler_output,
+            dim=-1,
+        )
+        text_embeds = F.normalize(
+            self.clip.get_text_features(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).pooler_output,
+            dim=-1,
+        )
+        logits_per_text = self.clip.logit_scale.exp() * text_embeds @ image_embeds.T
+        logits_per_image = logits_per_text.T
+        batch_size = image_embeds.size(0)
+
+        node_embeds = edges = None
+        if self.config.use_graph:
+            if edge_index is None:
+                edge_index = torch.empty((2, 0), dtype=torch.long, device=image_embeds.device)
+            edges = symmetric_simple_edges(edge_index.to(image_embeds.device), batch_size)
+            node_embeds = F.normalize(
+                self.fusion(self.vision_graph(image_embeds, edges), self.text_graph(text_embeds, edges)), dim=-1
+            )
+
+        class_logits = None
+        if self.classifier is not None:
+            aux_input = node_embeds if node_embeds is not None else torch.cat([image_embeds, text_embeds], dim=-1)
+            class_logits = self.classifier(aux_input)
+
+        output = SlipOutput(
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            node_embeds=node_embeds,
+            class_logits=class_logits,
+        )
+        if not return_loss:
+            return output
+
+        output.loss_clip = clip_contrastive_loss(logits_per_image, logits_per_text)
+        if node_embeds is not None:
+            positive_mask = hop_positive_mask(edges, batch_size, hops=self.config.hops, mode=self.config.hop_mode)
+            output.num_positive_pairs = positive_mask.sum()
+            output.loss_graph = structural_contrastive_loss(
+                node_embeds,
+                positive_mask,
+                self.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp(),
+                exclude_self=self.config.graph_loss_exclude_self,
+                eps=self.config.graph_loss_eps,
+            )
+        if class_logits is not None and labels is not None:
+            output.loss_aux = auxiliary_classification_loss(class_logits, labels)
+        output.loss = slip_total_loss(
+            output.loss_clip, output.loss_graph, output.loss_aux, self.config.lambda_graph, self.config.lambda_aux
+        )
+        return output
+
+
+__all__ = ["SlipFusion", "SlipGraphEncoder", "SlipModel", "SlipOutput", "SlipPreTrainedModel"]

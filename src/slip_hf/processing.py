@@ -1,0 +1,74 @@
+"""Turning raw node rows (an image and a text) into SLIP model inputs."""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+class NodeTransform:
+    """Batch transform for `datasets.Dataset.with_transform`: images -> `pixel_values`, texts ->
+    `input_ids`/`attention_mask`; `node_id` and the label column pass through.
+
+    Bad input fails loudly and names the row: an image that cannot be decoded or an empty text raises a
+    `ValueError` with the row's `node_id`, instead of training on garbage.
+
+    Args:
+        image_processor: a CLIP image processor (`AutoImageProcessor.from_pretrained(...)`).
+        tokenizer: the CLIP tokenizer.
+        text_column: column holding the text (paper: the product title).
+        image_column: column holding the image (`datasets.Image`, PIL images or paths).
+        max_length: texts are padded/truncated to this many tokens.
+        label_column: column of category ids, renamed to `labels`; `None` to skip.
+        image_augmentation: optional callable applied to each PIL image before processing (training only).
+    """
+
+    def __init__(
+        self,
+        image_processor: Any,
+        tokenizer: Any,
+        text_column: str = "title",
+        image_column: str = "image",
+        max_length: int = 77,
+        label_column: str | None = "label",
+        image_augmentation: Callable[[Image.Image], Image.Image] | None = None,
+    ):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.text_column = text_column
+        self.image_column = image_column
+        self.max_length = max_length
+        self.label_column = label_column
+        self.image_augmentation = image_augmentation
+
+    def _load_image(self, image: Any, node_id: Any) -> Image.Image:
+        try:
+            if not isinstance(image, Image.Image):
+                image = Image.open(image)
+            image = image.convert("RGB")
+        except Exception as error:  # PIL raises several types for corrupt files
+            raise ValueError(f"node {node_id}: image cannot be decoded ({error}).") from error
+        return self.image_augmentation(image) if self.image_augmentation is not None else image
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+        node_ids = batch["node_id"]
+        texts = batch[self.text_column]
+        for node_id, text in zip(node_ids, texts):
+            if text is None or not str(text).strip():
+                raise ValueError(f"node {node_id}: empty {self.text_column!r}.")
+        images = [self._load_image(image, node_id) for image, node_id in zip(batch[self.image_column], node_ids)]
+        out = dict(self.image_processor(images=images, return_tensors="np"))
+        out["pixel_values"] = np.asarray(out["pixel_values"], dtype=np.float32)
+        out.update(
+            self.tokenizer(
+                list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np"
+            )
+        )
+        out["node_id"] = node_ids
+        if self.label_column is not None and self.label_column in batch:
+            out["labels"] = batch[self.label_column]
+        return out
+
+
+__all__ = ["NodeTransform"]

@@ -1,0 +1,215 @@
+"""A small, fully offline image-text graph and tiny CLIP, for tests, the smoke run and benchmarks.
+
+Nothing here is downloaded: product images are rendered with PIL, the tokenizer is trained on the titles,
+and CLIP is built from a config with random weights.
+
+Generative model of the toy graph (after §5 of the SLIP paper): every node is an item of a *product line*
+(a latent shape + colour family inside a category). Each line has a *complement* line (a phone and its
+case); co-purchase edges connect items of complementary lines, so 1-hop neighbours are complements and
+2-hop neighbours are mostly items of the same line (similar items). A small share of edges is noise.
+"""
+
+import numpy as np
+from datasets import ClassLabel, Dataset, Features, Image, Value
+from PIL import Image as PILImage
+from PIL import ImageDraw
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from tokenizers import decoders as tokenizer_decoders
+from transformers import CLIPConfig, PreTrainedTokenizerFast
+
+CATEGORIES = ("audio", "camera", "computer", "phone", "television", "gaming", "storage", "network")
+SHAPES = ("circle", "square", "triangle", "stripes", "ring", "cross")
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 70, 220),
+    "yellow": (230, 210, 40),
+    "purple": (150, 50, 190),
+    "orange": (240, 140, 30),
+    "black": (20, 20, 20),
+    "white": (240, 240, 240),
+}
+BRANDS = ("acme", "zenith", "orbit", "nova", "vertex", "lumen", "pulse", "quanta")
+BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
+
+
+def power_law_edges(num_nodes: int, num_edges: int, exponent: float = 2.5, seed: int = 0) -> np.ndarray:
+    """Edges of a Chung-Lu random graph whose expected degrees follow a power law P(k) ~ k^-exponent.
+
+    Returns:
+        `np.ndarray` of shape `(2, num_edges)` (may hold duplicates and self loops, like raw data does).
+    """
+    rng = np.random.default_rng(seed)
+    weights = np.arange(1, num_nodes + 1, dtype=np.float64) ** (-1.0 / (exponent - 1.0))
+    weights /= weights.sum()
+    permutation = rng.permutation(num_nodes)  # hubs at random ids
+    return permutation[rng.choice(num_nodes, size=(2, num_edges), p=weights)]
+
+
+def _render_item(shape: str, color: tuple[int, int, int], background: tuple[int, int, int], size: int, rng) -> PILImage.Image:
+    image = PILImage.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    scale = rng.uniform(0.5, 0.8) * size
+    x0, y0 = rng.uniform(0, size - scale, size=2)
+    box = (x0, y0, x0 + scale, y0 + scale)
+    if shape == "circle":
+        draw.ellipse(box, fill=color)
+    elif shape == "square":
+        draw.rectangle(box, fill=color)
+    elif shape == "triangle":
+        draw.polygon([(x0, y0 + scale), (x0 + scale / 2, y0), (x0 + scale, y0 + scale)], fill=color)
+    elif shape == "stripes":
+        for offset in range(0, int(scale), max(2, size // 8)):
+            draw.rectangle((x0 + offset, y0, x0 + offset + max(1, size // 16), y0 + scale), fill=color)
+    elif shape == "ring":
+        draw.ellipse(box, outline=color, width=max(2, size // 10))
+    else:  # cross
+        bar = scale / 4
+        draw.rectangle((x0, y0 + scale / 2 - bar / 2, x0 + scale, y0 + scale / 2 + bar / 2), fill=color)
+        draw.rectangle((x0 + scale / 2 - bar / 2, y0, x0 + scale / 2 + bar / 2, y0 + scale), fill=color)
+    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, size=(size, size, 3))
+    return PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def make_toy_graph(
+    num_nodes: int = 600,
+    num_categories: int = 4,
+    items_per_line: int = 10,
+    edges_per_node: float = 3.0,
+    noise_edge_fraction: float = 0.1,
+    image_size: int = 32,
+    seed: int = 0,
+) -> tuple[Dataset, Dataset]:
+    """A product co-purchase graph with rendered images and titles.
+
+    Returns:
+        `(nodes, edges)`: `nodes` has `node_id` (0..num_nodes-1), `title`, `image` (`datasets.Image`), `label`
+        (`ClassLabel` of the category) and `product_line`; `edges` has `src`, `dst` (undirected, each once).
+    """
+    if not 1 <= num_categories <= len(CATEGORIES):
+        raise ValueError(f"num_categories must be in 1..{len(CATEGORIES)}.")
+    rng = np.random.default_rng(seed)
+    num_lines = max(2, num_nodes // items_per_line)
+    line_of_node = np.arange(num_nodes) % num_lines
+    rng.shuffle(line_of_node)
+    line_category = rng.integers(0, num_categories, size=num_lines)
+    line_shape = rng.integers(0, len(SHAPES), size=num_lines)
+    line_brand = rng.integers(0, len(BRANDS), size=num_lines)
+    complement = np.roll(rng.permutation(num_lines), 1)  # each line's complementary line
+    color_names = list(COLORS)
+    backgrounds = [tuple(int(v) for v in rng.integers(90, 200, size=3)) for _ in range(num_categories)]
+
+    titles, images = [], []
+    for node in range(num_nodes):
+        line = line_of_node[node]
+        color = color_names[rng.integers(0, len(color_names))]
+        category = CATEGORIES[line_category[line]]
+        titles.append(f"{BRANDS[line_brand[line]]} {color} {SHAPES[line_shape[line]]} {category} model {line:03d}")
+        images.append(
+            _render_item(SHAPES[line_shape[line]], COLORS[color], backgrounds[line_category[line]], image_size, rng)
+        )
+
+    members = [np.flatnonzero(line_of_node == line) for line in range(num_lines)]
+    num_edges = int(edges_per_node * num_nodes)
+    src = rng.integers(0, num_nodes, size=num_edges)
+    dst = np.array([rng.choice(members[complement[line_of_node[s]]]) for s in src])
+    noise = rng.random(num_edges) < noise_edge_fraction
+    dst[noise] = rng.integers(0, num_nodes, size=int(noise.sum()))
+    keep = src != dst
+    pairs = np.unique(np.sort(np.stack([src[keep], dst[keep]]), axis=0), axis=1)
+
+    node_features = Features(
+        {
+            "node_id": Value("int64"),
+            "title": Value("string"),
+            "image": Image(),
+            "label": ClassLabel(names=list(CATEGORIES[:num_categories])),
+            "product_line": Value("int64"),
+        }
+    )
+    nodes = Dataset.from_dict(
+        {
+            "node_id": list(range(num_nodes)),
+            "title": titles,
+            "image": images,
+            "label": line_category[line_of_node].tolist(),
+            "product_line": line_of_node.tolist(),
+        },
+        features=node_features,
+    )
+    edges = Dataset.from_dict(
+        {"src": pairs[0].tolist(), "dst": pairs[1].tolist()},
+        features=Features({"src": Value("int64"), "dst": Value("int64")}),
+    )
+    return nodes, edges
+
+
+def train_toy_tokenizer(texts: list[str], vocab_size: int = 512, max_length: int = 16) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts`, with CLIP's start/end tokens added around every text and
+    the end token doubling as padding (as OpenAI's CLIP tokenizer does)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = tokenizer_decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS_TOKEN, EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    bos_id, eos_id = tokenizer.token_to_id(BOS_TOKEN), tokenizer.token_to_id(EOS_TOKEN)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A {EOS_TOKEN}", special_tokens=[(BOS_TOKEN, bos_id), (EOS_TOKEN, eos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+        model_max_length=max_length,
+    )
+
+
+def tiny_clip_config(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 4,
+    projection_dim: int = 64,
+) -> CLIPConfig:
+    """A small CLIP config matching `tokenizer` (vocab, start/end/pad ids) for CPU training from scratch."""
+    return CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 4 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": max(1, hidden_size // 32),
+            "max_position_embeddings": tokenizer.model_max_length,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": hidden_size,
+            "intermediate_size": 4 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": max(1, hidden_size // 32),
+            "image_size": image_size,
+            "patch_size": patch_size,
+        },
+        projection_dim=projection_dim,
+    )
+
+
+def toy_image_processor(image_size: int = 32):
+    """A CLIP image processor (PIL backend, no torchvision needed) for `image_size` square images."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+
+
+__all__ = ["make_toy_graph", "power_law_edges", "tiny_clip_config", "toy_image_processor", "train_toy_tokenizer"]

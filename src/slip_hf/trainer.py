@@ -1,0 +1,227 @@
+"""`SlipTrainer`: `transformers.Trainer` with graph-aware batches, the SLIP objective and its optimizer."""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_utils import seed_worker
+
+from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
+from .optimization import slip_parameter_groups
+
+# Training arguments that, when set, override the model config's field of the same name.
+_CONFIG_OVERRIDES = ("hops", "hop_mode", "lambda_graph", "lambda_aux")
+# Collator outputs that describe the batch rather than feed the model.
+_BATCH_METADATA = ("node_ids", "num_cut_edges")
+
+
+@dataclass
+class SlipTrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] plus what the SLIP recipe (§6.1) needs. Paper values: `learning_rate` 1.6e-4
+    (Table 4; §6.1 says 1e-5, see `slip_hf.optimization`), `layer_lr_decay` 0.8, `graph_learning_rate` 4e-3,
+    `warmup_steps` 500 with linear decay, `num_train_epochs` 50, `early_stopping_patience` 10 (delta 0.001)."""
+
+    layer_lr_decay: float = field(
+        default=0.8, metadata={"help": "Per-layer LR factor of the CLIP towers (discriminative LR); 1.0 disables it."}
+    )
+    layer_lr_decay_direction: str = field(
+        default="shallower_lower",
+        metadata={
+            "help": "'shallower_lower': lr * decay**k below the top layer (usual layer-wise decay; Table 4). "
+            "'shallower_higher': lr / decay**k (the wording of §6.1)."
+        },
+    )
+    graph_learning_rate: float = field(
+        default=4e-3, metadata={"help": "LR of the GAT stacks, fusion, classifier and graph temperature."}
+    )
+    hops: int | None = field(default=None, metadata={"help": "Override the model's hop threshold h (Eq. 2)."})
+    hop_mode: str | None = field(default=None, metadata={"help": "Override the model's hop mode: within | exact."})
+    lambda_graph: float | None = field(default=None, metadata={"help": "Override the model's lambda_graph (Eq. 7)."})
+    lambda_aux: float | None = field(default=None, metadata={"help": "Override the model's lambda_aux (Eq. 7)."})
+    batch_sampler: str = field(
+        default="graph",
+        metadata={"help": "'graph': batches of BFS clusters (dense subgraphs); 'uniform': random batches."},
+    )
+    cluster_size: int | None = field(
+        default=None, metadata={"help": "Nodes per BFS cluster of the graph sampler (default batch_size // 8)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without improvement (paper: 10); needs evaluation."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.001, metadata={"help": "Minimum improvement that resets the early-stopping patience."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs `node_id`, which the model does not take."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.batch_sampler not in ("graph", "uniform"):
+            raise ValueError(f"batch_sampler must be 'graph' or 'uniform', got {self.batch_sampler!r}.")
+        if self.early_stopping_patience is not None and not self.load_best_model_at_end:
+            raise ValueError(
+                "early_stopping_patience needs load_best_model_at_end=True (with matching eval/save strategies), "
+                "as transformers' EarlyStoppingCallback does."
+            )
+
+
+class SlipTrainer(Trainer):
+    """[`Trainer`] for [`SlipModel`].
+
+    * batches come from the graph-aware sampler (`args.batch_sampler`), with each batch's subgraph attached by
+      [`SlipDataCollator`];
+    * the loss is the model's Eq. 7 total; `loss_clip`, `loss_graph`, `loss_aux`, the batch edge density
+      (`edges_per_node`) and `positive_pairs` are averaged between logging steps and logged with `loss`;
+    * the optimizer uses discriminative learning rates for CLIP and `graph_learning_rate` for the graph head;
+    * `EarlyStoppingCallback` is added when `args.early_stopping_patience` is set.
+
+    Args:
+        graph: the dataset graph over the `node_id` column of the datasets.
+        Other arguments: as [`Trainer`].
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: SlipTrainingArguments | None = None,
+        graph: NodeGraph | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        callbacks: list | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            args = SlipTrainingArguments(output_dir="slip_output")
+        if not isinstance(args, SlipTrainingArguments):
+            raise TypeError("SlipTrainer needs SlipTrainingArguments.")
+        if graph is None and args.batch_sampler == "graph":
+            raise ValueError("SlipTrainer with batch_sampler='graph' needs `graph` (a NodeGraph).")
+        self.graph = graph
+        if data_collator is None:
+            data_collator = SlipDataCollator(graph, tokenizer=processing_class)
+        callbacks = list(callbacks or [])
+        if args.early_stopping_patience is not None:
+            callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+        for name in _CONFIG_OVERRIDES:
+            if getattr(args, name) is not None and model is not None:
+                setattr(model.config, name, getattr(args, name))
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        # SlipModel computes its loss from the batch alone; labels are optional.
+        self.can_return_loss = True
+        self._loss_part_sums: dict[str, float] = defaultdict(float)
+        self._loss_part_counts: dict[str, int] = defaultdict(int)
+
+    # -- data -------------------------------------------------------------------------------------------
+    def _graph_dataloader(self, dataset, batch_size: int, seed: int, is_training: bool) -> DataLoader:
+        if "node_id" not in dataset.column_names:
+            raise ValueError(f"the dataset needs a 'node_id' column; it has {dataset.column_names}.")
+        batch_sampler = build_batch_sampler(
+            self.args.batch_sampler,
+            self.graph,
+            np.asarray(dataset["node_id"]),
+            batch_size,
+            cluster_size=self.args.cluster_size,
+            drop_last=self.args.dataloader_drop_last,
+            seed=seed,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            worker_init_fn=seed_worker if is_training else None,
+        )
+        return self.accelerator.prepare(loader)
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("SlipTrainer: training requires a train_dataset.")
+        return self._graph_dataloader(self.train_dataset, self._train_batch_size, self.args.seed, is_training=True)
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        if isinstance(eval_dataset, str):
+            eval_dataset = self.eval_dataset[eval_dataset]
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("SlipTrainer: evaluation requires an eval_dataset.")
+        # A fixed seed: every evaluation sees the same batches, so eval losses are comparable across epochs.
+        return self._graph_dataloader(dataset, self.args.eval_batch_size, seed=self.args.seed + 1, is_training=False)
+
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        return self.get_eval_dataloader(test_dataset)
+
+    # -- loss -------------------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """Eq. 7 from [`SlipModel`]; each part is a per-batch mean, so gradient accumulation averages them."""
+        inputs = {k: v for k, v in inputs.items() if k not in _BATCH_METADATA}
+        outputs = model(**inputs, return_loss=True)
+        if model.training:
+            self._record_loss_parts(outputs, inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _record_loss_parts(self, outputs, inputs: dict[str, Any]) -> None:
+        parts = {"loss_clip": outputs.loss_clip, "loss_graph": outputs.loss_graph, "loss_aux": outputs.loss_aux}
+        parts["positive_pairs"] = outputs.num_positive_pairs
+        batch_size = inputs["pixel_values"].size(0)
+        parts["edges_per_node"] = edges_per_node(inputs["edge_index"], batch_size) if "edge_index" in inputs else None
+        for name, value in parts.items():
+            if value is not None:
+                self._loss_part_sums[name] += float(value.detach()) if torch.is_tensor(value) else float(value)
+                self._loss_part_counts[name] += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the mean loss parts since the last training log to the training logs."""
+        if "loss" in logs and self._loss_part_counts:
+            for name, total in self._loss_part_sums.items():
+                mean = torch.tensor(total / self._loss_part_counts[name], device=self.args.device)
+                logs[name] = round(float(self.accelerator.gather(mean).mean()), 6)
+            self._loss_part_sums.clear()
+            self._loss_part_counts.clear()
+        super().log(logs, start_time)
+
+    # -- optimizer --------------------------------------------------------------------------------------
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """AdamW (or `args.optim`) over [`slip_parameter_groups`]: discriminative CLIP LRs, graph-head LR."""
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            groups = slip_parameter_groups(
+                opt_model,
+                base_lr=self.args.learning_rate,
+                graph_lr=self.args.graph_learning_rate,
+                weight_decay=self.args.weight_decay,
+                decay_parameter_names=self.get_decay_parameter_names(opt_model),
+                layer_decay=self.args.layer_lr_decay,
+                direction=self.args.layer_lr_decay_direction,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+
+__all__ = ["SlipTrainer", "SlipTrainingArguments"]
