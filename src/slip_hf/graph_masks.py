@@ -71,8 +71,8 @@ def hop_distances(edge_index: torch.Tensor, num_nodes: int, max_hops: int) -> to
     if edges.numel() == 0 or max_hops < 1:
         return dist
     adjacency = torch.sparse_coo_tensor(
-        edges, torch.ones(edges.size(1), device=device), (num_nodes, num_nodes)
-    ).coalesce()
+        edges, torch.ones(edges.size(1), device=device), (num_nodes, num_nodes), check_invariants=False
+    ).coalesce()  # `edges` is validated and coalesced above
     frontier = torch.eye(num_nodes, device=device)
     for hop in range(1, max_hops + 1):
         reached = torch.sparse.mm(adjacency, frontier) > 0

@@ -31,6 +31,12 @@ from .losses import (
 MAX_GRAPH_LOGIT_SCALE = math.log(100.0)
 
 
+def l2_normalize(embeds: torch.Tensor) -> torch.Tensor:
+    """`embeds / ||embeds||_2` along the last dim, with the same operations as `CLIPModel.forward`, so that a
+    SLIP model with both loss weights at 0 reproduces CLIP's loss and gradients bit for bit."""
+    return embeds / embeds.pow(2).sum(dim=-1, keepdim=True).pow(0.5)
+
+
 def get_activation(name: str) -> nn.Module:
     """`transformers`' activation registry plus ELU, the GAT paper's non-linearity, which it lacks."""
     return nn.ELU() if name == "elu" else ACT2FN[name]
@@ -149,6 +155,24 @@ class SlipPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with a message that says *which* SLIP settings disagree with the
+        checkpoint when parameter shapes do not match (e.g. another `num_labels`)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            config_fields = set(SlipConfig.__dataclass_fields__) | {"num_labels", "id2label"}
+            overrides = {key: value for key, value in kwargs.items() if key in config_fields}
+            raise ValueError(
+                f"The checkpoint at {pretrained_model_name_or_path!r} does not fit the requested SLIP model: "
+                f"parameter shapes differ (settings passed: {overrides or 'none'}; the load report above lists the "
+                "parameters, e.g. `classifier.*` for another num_labels). Pass ignore_mismatched_sizes=True to "
+                "re-initialise the mismatched parameters, or load without the conflicting settings."
+            ) from error
+
     def _init_weights(self, module: nn.Module) -> None:
         """Glorot for GAT weights and attention vectors (as torch_geometric does), Xavier for the fusion and
         classifier, identity LayerNorm, and the configured graph temperature. CLIP's own modules are initialised
@@ -258,19 +282,17 @@ class SlipModel(SlipPreTrainedModel):
             return_loss (`bool`, *optional*): compute the losses.
             interpolate_pos_encoding (`bool`): see `CLIPModel`.
         """
-        image_embeds = F.normalize(
+        image_embeds = l2_normalize(
             self.clip.get_image_features(
                 pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
-            ).pooler_output,
-            dim=-1,
+            ).pooler_output
         )
-        text_embeds = F.normalize(
+        text_embeds = l2_normalize(
             self.clip.get_text_features(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-            ).pooler_output,
-            dim=-1,
+            ).pooler_output
         )
-        logits_per_text = self.clip.logit_scale.exp() * text_embeds @ image_embeds.T
+        logits_per_text = (text_embeds @ image_embeds.T) * self.clip.logit_scale.exp()
         logits_per_image = logits_per_text.T
         batch_size = image_embeds.size(0)
 

@@ -1,0 +1,69 @@
+"""Shared tiny fixtures: a toy product graph, a tokenizer trained on its titles, and tiny CLIP/SLIP configs.
+
+Everything is built offline and deterministically; no test touches the Hugging Face Hub.
+"""
+
+import pytest
+import torch
+
+from slip_hf import SlipConfig, SlipModel
+from slip_hf.graph_batching import NodeGraph
+from slip_hf.processing import NodeTransform
+from slip_hf.toy import make_toy_graph, tiny_clip_config, toy_image_processor, train_toy_tokenizer
+
+IMAGE_SIZE = 16
+
+
+@pytest.fixture(scope="session")
+def toy_graph():
+    """`(nodes, edges)` of a 160-node toy co-purchase graph with 16x16 images."""
+    return make_toy_graph(num_nodes=160, num_categories=4, items_per_line=8, image_size=IMAGE_SIZE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(toy_graph):
+    nodes, _ = toy_graph
+    return train_toy_tokenizer(nodes["title"], vocab_size=300, max_length=16)
+
+
+@pytest.fixture(scope="session")
+def clip_config(tokenizer):
+    return tiny_clip_config(tokenizer, hidden_size=32, num_layers=2, image_size=IMAGE_SIZE, patch_size=4, projection_dim=16)
+
+
+@pytest.fixture
+def slip_config(clip_config):
+    return SlipConfig(clip_config=clip_config.to_dict(), graph_hidden_size=32, graph_num_heads=4, num_labels=4)
+
+
+@pytest.fixture
+def slip_model(slip_config):
+    torch.manual_seed(0)
+    return SlipModel(slip_config)
+
+
+@pytest.fixture(scope="session")
+def node_graph(toy_graph):
+    nodes, edges = toy_graph
+    return NodeGraph.from_edge_table(edges, nodes.num_rows)
+
+
+@pytest.fixture(scope="session")
+def processed_nodes(toy_graph, tokenizer):
+    """The toy nodes as model inputs (pixel_values, input_ids, attention_mask, labels, node_id)."""
+    nodes, _ = toy_graph
+    return nodes.with_transform(NodeTransform(toy_image_processor(IMAGE_SIZE), tokenizer, max_length=16))
+
+
+@pytest.fixture
+def model_inputs(tokenizer):
+    """A batch of 5 random image-text pairs for the tiny model."""
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(2, len(tokenizer), (5, 10), generator=generator)
+    input_ids[:, 0] = tokenizer.bos_token_id
+    input_ids[:, -1] = tokenizer.eos_token_id
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": torch.randn(5, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+    }
