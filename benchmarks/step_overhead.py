@@ -1,0 +1,140 @@
+"""What does SLIP cost on top of CLIP, and how many edges do graph-aware batches hold?
+
+1. Train-step time (forward + backward + AdamW step) of SlipModel (paper head: GAT 2 x 512 x 4, fusion,
+   aux classifier, all three losses) against plain CLIPModel with the same CLIP config and batch, measured
+   interleaved in one run; median of `--steps` steps after `--warmup`. Prints the ratio SLIP / CLIP.
+2. Batch edge density (undirected edges inside a batch per node) of the graph-aware sampler against uniform
+   sampling on a power-law graph of `--graph-nodes` nodes (Chung-Lu, exponent 2.5, Electronics-like mean
+   degree), over one full epoch, for several batch sizes. Also the sampler's time per epoch.
+
+    python benchmarks/step_overhead.py            # ~3 min on 2 CPU cores
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from transformers import CLIPConfig, CLIPModel
+from transformers.utils import logging as hf_logging
+
+from slip_hf import SlipConfig, SlipModel
+from slip_hf.graph_batching import (
+    GraphClusterBatchSampler,
+    NodeGraph,
+    UniformBatchSampler,
+    edges_per_node,
+    mean_batch_edge_density,
+)
+from slip_hf.toy import power_law_edges
+
+
+def benchmark_clip_config(hidden: int, layers: int) -> CLIPConfig:
+    tower = {"hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": layers, "num_attention_heads": hidden // 64}
+    return CLIPConfig(
+        text_config={**tower, "vocab_size": 4096, "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1},
+        vision_config={**tower, "image_size": 32, "patch_size": 4},
+        projection_dim=hidden,
+    )
+
+
+def make_batch(batch_size: int, graph: NodeGraph, rows: np.ndarray, generator: torch.Generator) -> dict:
+    input_ids = torch.randint(2, 4096, (batch_size, 24), generator=generator)
+    input_ids[:, -1] = 1
+    edge_index, _ = graph.batch_edge_index(rows)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": torch.randn(batch_size, 3, 32, 32, generator=generator),
+        "edge_index": edge_index,
+        "labels": torch.randint(0, 20, (batch_size,), generator=generator),
+    }
+
+
+def train_step(model, optimizer, batch: dict, slip: bool) -> float:
+    start = time.perf_counter()
+    if slip:
+        loss = model(**batch, return_loss=True).loss
+    else:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+        loss = model(**inputs, return_loss=True).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def step_time_ratio(args, graph: NodeGraph) -> None:
+    clip_config = benchmark_clip_config(args.hidden, args.layers)
+    torch.manual_seed(0)
+    slip = SlipModel(SlipConfig(clip_config=clip_config, num_labels=20))
+    clip = CLIPModel(clip_config)
+    clip.load_state_dict(slip.clip.state_dict())
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-5) for name, m in (("slip", slip), ("clip", clip))}
+    sampler = GraphClusterBatchSampler(graph, np.arange(graph.num_nodes), args.batch_size, seed=0)
+    batches = iter(sampler)
+    generator = torch.Generator().manual_seed(0)
+    times = {"slip": [], "clip": []}
+    density = []
+    for step in range(args.warmup + args.steps):
+        batch = make_batch(args.batch_size, graph, np.asarray(next(batches)), generator)
+        density.append(edges_per_node(batch["edge_index"], args.batch_size))
+        order = ("slip", "clip") if step % 2 == 0 else ("clip", "slip")  # interleave to cancel drift
+        for name in order:
+            model = slip if name == "slip" else clip
+            elapsed = train_step(model, optimizers[name], batch, slip=name == "slip")
+            if step >= args.warmup:
+                times[name].append(elapsed)
+    slip_median, clip_median = statistics.median(times["slip"]), statistics.median(times["clip"])
+    n_params = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    print(f"\n## Train-step time, batch {args.batch_size}, CPU threads {torch.get_num_threads()}")
+    print(f"CLIP: {args.layers} layers x {args.hidden} per tower, 32x32 images / patch 4, 24 tokens; "
+          f"CLIP {n_params(clip):.1f} M params, SLIP {n_params(slip):.1f} M params")
+    print(f"mean batch edges per node during the run: {np.mean(density):.3f}")
+    print("| model | median step (s) | steps |")
+    print("|---|---:|---:|")
+    print(f"| CLIP | {clip_median:.4f} | {len(times['clip'])} |")
+    print(f"| SLIP | {slip_median:.4f} | {len(times['slip'])} |")
+    print(f"**ratio SLIP / CLIP step time: {slip_median / clip_median:.3f}** (target <= 1.10)")
+
+
+def sampler_density(args) -> NodeGraph:
+    start = time.perf_counter()
+    edges = power_law_edges(args.graph_nodes, args.graph_edges, exponent=2.5, seed=0)
+    graph = NodeGraph.from_edges(edges[0], edges[1], args.graph_nodes)
+    build = time.perf_counter() - start
+    print(f"## Batch edge density on a power-law graph: {graph.num_nodes} nodes, {graph.num_edges} edges "
+          f"(mean degree {2 * graph.num_edges / graph.num_nodes:.1f}, max {graph.degree().max()}), built in {build:.1f} s")
+    print("| batch size | graph sampler edges/node | uniform edges/node | ratio | graph sampler epoch (s) |")
+    print("|---:|---:|---:|---:|---:|")
+    rows = np.arange(graph.num_nodes)
+    for batch_size in args.density_batch_sizes:
+        graph_sampler = GraphClusterBatchSampler(graph, rows, batch_size, seed=0)
+        start = time.perf_counter()
+        sum(1 for _ in graph_sampler)
+        epoch_time = time.perf_counter() - start
+        dense = mean_batch_edge_density(graph_sampler, graph)
+        uniform = mean_batch_edge_density(UniformBatchSampler(rows, batch_size, seed=0), graph)
+        print(f"| {batch_size} | {dense:.3f} | {uniform:.4f} | {dense / uniform:.1f}x | {epoch_time:.2f} |")
+    return graph
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--graph-nodes", type=int, default=100_000)
+    parser.add_argument("--graph-edges", type=int, default=2_000_000)
+    parser.add_argument("--density-batch-sizes", type=int, nargs="+", default=[256, 512, 1024])
+    args = parser.parse_args()
+    hf_logging.set_verbosity_error()
+    graph = sampler_density(args)
+    step_time_ratio(args, graph)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from slip_hf import SlipConfig, SlipModel
+from slip_hf.trainer import SlipTrainer, SlipTrainingArguments
+
+
+def _args(output_dir, **overrides):
+    defaults = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=32,
+        max_steps=20,
+        learning_rate=2e-3,
+        graph_learning_rate=4e-3,
+        warmup_steps=2,
+        logging_steps=5,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+    )
+    return SlipTrainingArguments(**{**defaults, **overrides})
+
+
+def _model(slip_config):
+    torch.manual_seed(0)
+    return SlipModel(slip_config)
+
+
+def test_training_lowers_the_loss_and_logs_all_parts(tmp_path, slip_config, processed_nodes, node_graph):
+    trainer = SlipTrainer(
+        model=_model(slip_config), args=_args(tmp_path), graph=node_graph, train_dataset=processed_nodes
+    )
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 4
+    for entry in logs:
+        for key in ("loss_clip", "loss_graph", "loss_aux", "edges_per_node", "positive_pairs"):
+            assert key in entry, key
+        assert entry["edges_per_node"] > 0.3 and entry["positive_pairs"] > 0
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    assert logs[-1]["loss_clip"] < logs[0]["loss_clip"]
+
+
+def test_trainer_optimizer_uses_the_slip_learning_rates(tmp_path, slip_config, processed_nodes, node_graph):
+    args = _args(tmp_path, learning_rate=1.6e-4, graph_learning_rate=4e-3, layer_lr_decay=0.8)
+    trainer = SlipTrainer(model=_model(slip_config), args=args, graph=node_graph, train_dataset=processed_nodes)
+    optimizer = trainer.create_optimizer()
+    lrs = {group["group_name"]: group["lr"] for group in optimizer.param_groups}
+    assert lrs["graph_head"] == 4e-3
+    assert lrs["clip_top-0"] == pytest.approx(1.6e-4)
+    assert lrs["clip_top-3"] == pytest.approx(1.6e-4 * 0.8**3)  # embeddings of 2-layer towers
+
+
+def test_training_arguments_override_the_model_config(tmp_path, slip_config, processed_nodes, node_graph):
+    model = _model(slip_config)
+    SlipTrainer(model=model, args=_args(tmp_path, hops=2, lambda_graph=0.5), graph=node_graph, train_dataset=processed_nodes)
+    assert model.config.hops == 2 and model.config.lambda_graph == 0.5 and model.config.lambda_aux == 0.1
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path, slip_config, processed_nodes, node_graph):
+    common = dict(save_strategy="steps", save_steps=10, max_steps=20)
+    full = SlipTrainer(
+        model=_model(slip_config), args=_args(tmp_path / "full", **common), graph=node_graph, train_dataset=processed_nodes
+    )
+    full.train()
+    interrupted = SlipTrainer(
+        model=_model(slip_config),
+        args=_args(tmp_path / "resumed", **common),
+        graph=node_graph,
+        train_dataset=processed_nodes,
+        callbacks=[_StopAt(10)],
+    )
+    interrupted.train()
+    assert (tmp_path / "resumed" / "checkpoint-10").is_dir()
+    resumed = SlipTrainer(
+        model=_model(slip_config), args=_args(tmp_path / "resumed", **common), graph=node_graph, train_dataset=processed_nodes
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-10"))
+    final = lambda trainer: [e for e in trainer.state.log_history if "loss" in e and e["step"] == 20][0]  # noqa: E731
+    assert final(resumed)["loss"] == pytest.approx(final(full)["loss"], rel=1e-5)
+    assert final(resumed)["loss_graph"] == pytest.approx(final(full)["loss_graph"], rel=1e-5)
+    for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_clip_baseline_runs_without_a_graph(tmp_path, clip_config, processed_nodes):
+    model = SlipModel(SlipConfig(clip_config=clip_config, use_graph=False, lambda_aux=0.0))
+    args = _args(tmp_path, batch_sampler="uniform", max_steps=3, logging_steps=1)
+    trainer = SlipTrainer(model=model, args=args, train_dataset=processed_nodes)
+    trainer.train()
+    entry = trainer.state.log_history[0]
+    assert entry["loss"] == pytest.approx(entry["loss_clip"], rel=1e-5) and "loss_graph" not in entry
+
+
+def test_evaluation_reports_a_loss(tmp_path, slip_config, processed_nodes, node_graph):
+    trainer = SlipTrainer(model=_model(slip_config), args=_args(tmp_path, per_device_eval_batch_size=40), graph=node_graph, eval_dataset=processed_nodes)
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] > 0
+
+
+def test_misconfigurations_fail_early(tmp_path, slip_config, processed_nodes):
+    with pytest.raises(ValueError, match="needs `graph`"):
+        SlipTrainer(model=_model(slip_config), args=_args(tmp_path), train_dataset=processed_nodes)
+    with pytest.raises(ValueError, match="load_best_model_at_end"):
+        _args(tmp_path, early_stopping_patience=10)
+    with pytest.raises(ValueError, match="batch_sampler"):
+        _args(tmp_path, batch_sampler="random")
+
+
+def test_early_stopping_callback_is_added(tmp_path, slip_config, node_graph, processed_nodes):
+    args = _args(
+        tmp_path, early_stopping_patience=10, load_best_model_at_end=True, eval_strategy="steps",
+        save_strategy="steps", eval_steps=5, save_steps=5, metric_for_best_model="loss",
+    )
+    trainer = SlipTrainer(model=_model(slip_config), args=args, graph=node_graph, eval_dataset=processed_nodes)
+    callback = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "EarlyStoppingCallback"][0]
+    assert callback.early_stopping_patience == 10 and callback.early_stopping_threshold == 0.001
