@@ -1,28 +1,123 @@
-"""`slip-hf`: command-line entry point of slip_hf.
+"""`slip-hf`: the command line of slip_hf. Each command is a thin shell over a public Python function.
 
-    slip-hf toy-train --steps 60          # train SLIP on the embedded toy graph, print the loss parts
-    slip-hf toy-train --help
+    slip-hf generate-raw --raw-dir raw/                 # the embedded synthetic Amazon-schema raw files
+    slip-hf build-dataset --raw-dir raw/ --out data/    # raw files -> amazon-copurchase-mm dataset
+    slip-hf push-dataset --dataset-dir data/ --repo-id you/amazon-copurchase-mm
+    slip-hf toy-train                                   # a minute of SLIP training on a toy graph
+    slip-hf <command> --help
 """
 
 import argparse
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 DESCRIPTION = """\
 slip_hf: structure-aware language-image pretraining (SLIP) on transformers / datasets / torch_geometric.
 
 Commands:
-  toy-train   Generate the embedded toy product graph (rendered images, titles, co-purchase edges), train a
-              tiny CLIP + SLIP head on it with SlipTrainer on the CPU, and print the loss parts
-              (loss_clip, loss_graph, loss_aux) and the batch edge density per logging step.
+  generate-raw    Write the embedded synthetic data: Amazon Reviews 2023 raw files (reviews, metadata) and
+                  rendered product images, with a known co-purchase structure and planted bad rows.
+  build-dataset   Build the co-purchase multimodal graph dataset (amazon-copurchase-mm) from raw Amazon
+                  Reviews 2023 files: purchases, co-purchase edges, valid items, k-core, images, CLIP-T,
+                  labels, splits, parquet files and the dataset card. Re-running resumes.
+  push-dataset    Upload a built dataset folder to the Hugging Face Hub.
+  toy-train       Train a tiny CLIP + SLIP head on a toy graph on the CPU and print the loss parts.
+
+Run `slip-hf <command> --help` for a command's options.
 """
 
 
-def _toy_train(args: argparse.Namespace) -> int:
+def _quiet_libraries() -> None:
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    disable_progress_bar()
+
+
+def generate_raw(argv: Sequence[str]) -> int:
+    from .data.synthetic import generate_synthetic_raw, summary_table
+
+    parser = argparse.ArgumentParser(
+        prog="slip-hf generate-raw",
+        description="Write synthetic raw files in the Amazon Reviews 2023 schema (see slip_hf.data.synthetic).",
+    )
+    parser.add_argument("--raw-dir", required=True, help="output folder (gets review_categories/, meta_categories/, images/)")
+    parser.add_argument("--category", default="Electronics", help="file stem (default: Electronics)")
+    parser.add_argument("--num-bundles", type=int, default=80, help="complement bundles of three product lines (default: 80)")
+    parser.add_argument("--items-per-line", type=int, default=6, help="items per product line (default: 6)")
+    parser.add_argument("--shoppers-per-bundle", type=int, default=400, help="shoppers per bundle (default: 400)")
+    parser.add_argument("--image-size", type=int, default=64, help="rendered image side (default: 64)")
+    parser.add_argument("--compress", action="store_true", help="gzip the JSON-lines files")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    args = parser.parse_args(argv)
+    summary = generate_synthetic_raw(
+        args.raw_dir,
+        category=args.category,
+        num_bundles=args.num_bundles,
+        items_per_line=args.items_per_line,
+        shoppers_per_bundle=args.shoppers_per_bundle,
+        image_size=args.image_size,
+        compress=args.compress,
+        seed=args.seed,
+    )
+    print(summary_table(summary))
+    return 0
+
+
+def build_dataset(argv: Sequence[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .data import BuildConfig, build_dataset, summary_table
+
+    parser = HfArgumentParser(
+        BuildConfig,
+        prog="slip-hf build-dataset",
+        description="Build amazon-copurchase-mm from raw Amazon Reviews 2023 files (see slip_hf.data.builder). "
+        "Intermediate results are kept in --work_dir, so re-running resumes.",
+    )
+    (config,) = parser.parse_args_into_dataclasses(argv)
+    _quiet_libraries()
+    result = build_dataset(config)
+    print(summary_table(result.steps))
+    print(f"\n{result.num_nodes} nodes, {result.num_edges} edges -> {result.out_dir} (config {result.config_name!r})")
+    return 0
+
+
+def push_dataset(argv: Sequence[str]) -> int:
+    from .data import push_dataset_to_hub
+
+    parser = argparse.ArgumentParser(prog="slip-hf push-dataset", description="Upload a built dataset folder to the Hub.")
+    parser.add_argument("--dataset-dir", required=True, help="folder written by build-dataset")
+    parser.add_argument("--repo-id", required=True, help="e.g. you/amazon-copurchase-mm")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    args = parser.parse_args(argv)
+    print(push_dataset_to_hub(args.dataset_dir, args.repo_id, private=args.private))
+    return 0
+
+
+def toy_train(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="slip-hf toy-train",
+        description="Train a tiny CLIP + SLIP head on the embedded toy product graph (CPU, about a minute).",
+    )
+    parser.add_argument("--num-nodes", type=int, default=1200, help="toy graph size (default: 1200)")
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps (default: 60)")
+    parser.add_argument("--batch-size", type=int, default=128, help="nodes per batch (default: 128)")
+    parser.add_argument("--image-size", type=int, default=32, help="rendered image side in pixels (default: 32)")
+    parser.add_argument("--sampler", choices=("graph", "uniform"), default="graph", help="batch sampler (default: graph)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="CLIP top-layer LR (default: 1e-3)")
+    parser.add_argument("--graph-learning-rate", type=float, default=4e-3, help="graph-head LR (default: 4e-3)")
+    parser.add_argument("--lambda-graph", type=float, default=0.05, help="weight of the structural loss (default: 0.05)")
+    parser.add_argument("--lambda-aux", type=float, default=0.1, help="weight of the category loss (default: 0.1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--output-dir", default=None, help="save the trained model and tokenizer here")
+    args = parser.parse_args(argv)
+
+    import tempfile
+
     import numpy as np
     import torch
-    from transformers.utils import logging as hf_logging
 
     from . import SlipConfig, SlipModel
     from .graph_batching import GraphClusterBatchSampler, NodeGraph, UniformBatchSampler, mean_batch_edge_density
@@ -30,7 +125,7 @@ def _toy_train(args: argparse.Namespace) -> int:
     from .toy import make_toy_graph, tiny_clip_config, toy_image_processor, train_toy_tokenizer
     from .trainer import SlipTrainer, SlipTrainingArguments
 
-    hf_logging.set_verbosity_error()
+    _quiet_libraries()
     torch.manual_seed(args.seed)
     print(f"Generating the toy graph ({args.num_nodes} nodes) ...", flush=True)
     nodes, edges = make_toy_graph(num_nodes=args.num_nodes, image_size=args.image_size, seed=args.seed)
@@ -44,7 +139,6 @@ def _toy_train(args: argparse.Namespace) -> int:
         f"graph: {graph.num_nodes} nodes, {graph.num_edges} edges | edges per node in a batch of {args.batch_size}: "
         f"graph sampler {density_graph:.3f}, uniform {density_uniform:.3f}"
     )
-
     config = SlipConfig(
         clip_config=tiny_clip_config(tokenizer, hidden_size=64, num_layers=2, image_size=args.image_size),
         graph_hidden_size=128,
@@ -53,10 +147,8 @@ def _toy_train(args: argparse.Namespace) -> int:
         lambda_graph=args.lambda_graph,
         lambda_aux=args.lambda_aux,
     )
-    model = SlipModel(config)
-    output_dir = args.output_dir or tempfile.mkdtemp(prefix="slip_toy_")
     training_args = SlipTrainingArguments(
-        output_dir=output_dir,
+        output_dir=args.output_dir or tempfile.mkdtemp(prefix="slip_toy_"),
         per_device_train_batch_size=args.batch_size,
         max_steps=args.steps,
         learning_rate=args.learning_rate,
@@ -68,9 +160,8 @@ def _toy_train(args: argparse.Namespace) -> int:
         report_to="none",
         seed=args.seed,
     )
-    trainer = SlipTrainer(model=model, args=training_args, graph=graph, train_dataset=dataset)
+    trainer = SlipTrainer(model=SlipModel(config), args=training_args, graph=graph, train_dataset=dataset)
     trainer.train()
-
     print("\n| step | loss | loss_clip | loss_graph | loss_aux | edges/node |")
     print("|---:|---:|---:|---:|---:|---:|")
     for entry in trainer.state.log_history:
@@ -87,38 +178,24 @@ def _toy_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slip-hf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", metavar="command")
-    toy = commands.add_parser(
-        "toy-train",
-        help="train SLIP on the embedded toy graph and print the loss parts",
-        description="Train a tiny CLIP + SLIP head on the embedded toy product graph (CPU, about a minute).",
-    )
-    toy.add_argument("--num-nodes", type=int, default=1200, help="toy graph size (default: 1200)")
-    toy.add_argument("--steps", type=int, default=60, help="optimizer steps (default: 60)")
-    toy.add_argument("--batch-size", type=int, default=128, help="nodes per batch (default: 128)")
-    toy.add_argument("--image-size", type=int, default=32, help="rendered image side in pixels (default: 32)")
-    toy.add_argument("--sampler", choices=("graph", "uniform"), default="graph", help="batch sampler (default: graph)")
-    toy.add_argument("--learning-rate", type=float, default=1e-3, help="CLIP top-layer LR (default: 1e-3)")
-    toy.add_argument("--graph-learning-rate", type=float, default=4e-3, help="graph-head LR (default: 4e-3)")
-    toy.add_argument("--lambda-graph", type=float, default=0.05, help="weight of the structural loss (default: 0.05)")
-    toy.add_argument("--lambda-aux", type=float, default=0.1, help="weight of the category loss (default: 0.1)")
-    toy.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    toy.add_argument("--output-dir", default=None, help="save the trained model and tokenizer here")
-    toy.set_defaults(handler=_toy_train)
-    return parser
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "generate-raw": generate_raw,
+    "build-dataset": build_dataset,
+    "push-dataset": push_dataset,
+    "toy-train": toy_train,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: slip-hf <command> [options]\n\n{DESCRIPTION}")
+        return 0 if argv else 2
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"slip-hf: unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return args.handler(args)
+    return command(argv[1:])
 
 
 if __name__ == "__main__":

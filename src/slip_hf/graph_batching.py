@@ -95,6 +95,25 @@ class NodeGraph:
         offsets = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         return owner, self.col[offsets]
 
+    def hop_distances_from(self, sources: Sequence[int] | np.ndarray, max_hops: int, chunk: int = 64) -> np.ndarray:
+        """Hop distances from `sources` to every node, up to `max_hops` (breadth-first, via scipy's csgraph).
+
+        Returns:
+            `np.ndarray` of shape `(len(sources), num_nodes)`, int16: 0 at the source, k for nodes k <= max_hops
+            hops away, -1 beyond (or unreachable).
+        """
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import dijkstra
+
+        adjacency = csr_matrix((np.ones(self.col.size, dtype=np.float32), self.col, self.rowptr), shape=(self.num_nodes,) * 2)
+        sources = np.asarray(sources, dtype=np.int64).reshape(-1)
+        out = np.empty((sources.size, self.num_nodes), dtype=np.int16)
+        for start in range(0, sources.size, chunk):
+            rows = sources[start : start + chunk]
+            distance = dijkstra(adjacency, directed=False, indices=rows, unweighted=True, limit=max_hops + 0.5)
+            out[start : start + rows.size] = np.where(np.isinf(distance), -1, distance)
+        return out
+
     def batch_edge_index(self, node_ids: Sequence[int] | np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int]:
         """The subgraph induced by a batch, relabelled to batch positions.
 

@@ -1,0 +1,325 @@
+"""Steps 1-2 of the graph build: purchases from reviews, then co-purchase edges (§5 of the SLIP paper).
+
+A *purchase* is a distinct (user, item) pair; its time is the user's earliest review of the item (repeated
+reviews of the same item count once, as in the Amazon 2023 benchmark scripts). Items i and j are linked when
+at least `min_copurchase` distinct users bought both. Per edge we keep the count and the first and last
+co-purchase time, where one user's co-purchase of (i, j) happens at `max(t_ui, t_uj)`, when the pair was
+completed.
+
+Counting is exact and vectorised: every user's item pairs are enumerated with numpy (users grouped by
+degree, so each group is one `triu_indices` gather), reduced per chunk by sorting on a packed int64 key, and
+merged. When the number of pairs exceeds `memory_budget_bytes`, the per-chunk aggregates are hash-partitioned
+to disk and each partition is reduced on its own, so memory stays bounded on any input. Two exact pruning
+rules come first: an item bought by fewer than `min_copurchase` users cannot reach the threshold, and a user
+left with one item contributes no pair.
+
+Heavy users (resellers, bots) own most pairs, as a user with d items yields d(d-1)/2 of them.
+`max_items_per_user` leaves users with more distinct items out of the counting; the default `None` keeps the
+count exact. `benchmarks/build_graph.py` measures the cost of exactness against a cap.
+"""
+
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from .amazon_raw import iter_review_batches
+
+_AGGREGATE_DTYPE = np.dtype([("key", "<i8"), ("count", "<i8"), ("first", "<i8"), ("last", "<i8")])
+
+
+@dataclass
+class Purchases:
+    """Distinct purchases, sorted by user, then item.
+
+    Attributes:
+        user (`np.ndarray` of shape `(P,)`, int64): user index in `[0, num_users)`.
+        item (`np.ndarray` of shape `(P,)`, int64): item index into `item_ids`.
+        time (`np.ndarray` of shape `(P,)`, int64): Unix ms of the user's first review of the item.
+        item_ids (`pa.Array` of strings): `parent_asin` of each item index, sorted.
+        num_users (`int`): number of distinct users.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    time: np.ndarray
+    item_ids: pa.Array
+    num_users: int
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_indptr(self) -> np.ndarray:
+        """CSR row pointer over users: user u bought `item[indptr[u]:indptr[u + 1]]` (ascending)."""
+        indptr = np.zeros(self.num_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.user, minlength=self.num_users), out=indptr[1:])
+        return indptr
+
+    def select(self, keep: np.ndarray) -> "Purchases":
+        """The purchases where `keep` is True (same user and item index spaces)."""
+        return Purchases(self.user[keep], self.item[keep], self.time[keep], self.item_ids, self.num_users)
+
+    def to_table(self) -> pa.Table:
+        return pa.table({"user": self.user, "item": self.item, "time": self.time})
+
+    @classmethod
+    def from_tables(cls, purchases: pa.Table, item_ids: pa.Array, num_users: int) -> "Purchases":
+        column = lambda name: purchases.column(name).to_numpy().astype(np.int64, copy=False)  # noqa: E731
+        return cls(column("user"), column("item"), column("time"), item_ids, num_users)
+
+
+def _encode_sorted(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of `values` in the order of the sorted distinct values, and those values."""
+    encoded = pc.cast(values, pa.large_string()).combine_chunks().dictionary_encode()
+    dictionary = encoded.dictionary
+    rank = np.empty(len(dictionary), dtype=np.int64)
+    rank[pc.array_sort_indices(dictionary).to_numpy()] = np.arange(len(dictionary))
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    return codes, pc.cast(pc.array_take(dictionary, pc.array_sort_indices(dictionary)), pa.string())
+
+
+def read_purchases(review_path: str | os.PathLike, verified_only: bool = False) -> tuple[Purchases, dict[str, int]]:
+    """Step 1: distinct (user, item, earliest time) purchases from a review file.
+
+    Args:
+        review_path: a `review_categories/<Category>.jsonl[.gz]` file.
+        verified_only: keep only reviews with `verified_purchase == true`.
+
+    Returns:
+        `(purchases, stats)`; `stats` counts `reviews`, `malformed_reviews` (missing or empty `user_id`,
+        `parent_asin` or `timestamp`), `unverified_reviews` (dropped only with `verified_only`),
+        `duplicate_purchases` (repeated (user, item) pairs), `purchases`, `users`, `items` and
+        `single_purchase_users`.
+    """
+    stats = {"reviews": 0, "malformed_reviews": 0, "unverified_reviews": 0}
+    parts = []
+    for batch in iter_review_batches(review_path):
+        stats["reviews"] += batch.num_rows
+        user, asin, time = batch.column("user_id"), batch.column("parent_asin"), batch.column("timestamp")
+        valid = pc.and_(
+            pc.and_(pc.is_valid(time), pc.greater(pc.utf8_length(pc.fill_null(user, "")), 0)),
+            pc.greater(pc.utf8_length(pc.fill_null(asin, "")), 0),
+        )
+        stats["malformed_reviews"] += batch.num_rows - (pc.sum(valid).as_py() or 0)
+        verified = pc.fill_null(batch.column("verified_purchase"), False)
+        stats["unverified_reviews"] += pc.sum(pc.and_(valid, pc.invert(verified))).as_py() or 0
+        if verified_only:
+            valid = pc.and_(valid, verified)
+        parts.append(pa.table({"user": user, "item": asin, "time": time}).filter(valid))
+    if not parts or sum(part.num_rows for part in parts) == 0:
+        raise ValueError(f"{review_path}: no usable review (user_id, parent_asin and timestamp are required).")
+    table = pa.concat_tables(parts)
+    del parts
+    user_codes, user_ids = _encode_sorted(table.column("user"))
+    item_codes, item_ids = _encode_sorted(table.column("item"))
+    times = table.column("time").to_numpy()
+    del table
+
+    num_items = len(item_ids)
+    key = user_codes * num_items + item_codes
+    order = np.lexsort((times, key))
+    key = key[order]
+    first = np.ones(key.size, dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    rows = order[first]
+    purchases = Purchases(user_codes[rows], item_codes[rows], times[rows], item_ids, len(user_ids))
+    per_user = np.bincount(purchases.user, minlength=purchases.num_users)
+    stats.update(
+        duplicate_purchases=int(key.size - rows.size),
+        purchases=int(rows.size),
+        users=purchases.num_users,
+        items=num_items,
+        single_purchase_users=int((per_user == 1).sum()),
+    )
+    return purchases, stats
+
+
+def _triu_rows(size: int, row_start: int, row_stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions `(a, b)`, a < b < size, of the upper triangle's rows `row_start..row_stop - 1`."""
+    rows = np.arange(row_start, row_stop)
+    lengths = size - 1 - rows
+    a = np.repeat(rows, lengths)
+    offsets = np.cumsum(lengths) - lengths
+    b = np.arange(a.size) - np.repeat(offsets, lengths) + a + 1
+    return a, b
+
+
+def _row_blocks(size: int, max_pairs: int) -> Iterator[tuple[int, int]]:
+    """Row ranges of the upper triangle of a `size` x `size` matrix holding at most ~`max_pairs` pairs each."""
+    start = 0
+    while start < size - 1:
+        stop, pairs = start, 0
+        while stop < size - 1 and (pairs == 0 or pairs + size - 1 - stop <= max_pairs):
+            pairs += size - 1 - stop
+            stop += 1
+        yield start, stop
+        start = stop
+
+
+def iter_user_pairs(
+    indptr: np.ndarray, items: np.ndarray, times: np.ndarray, max_pairs: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """All within-user item pairs, in chunks of at most ~`max_pairs` (one heavy user may be split).
+
+    Args:
+        indptr (`np.ndarray` of shape `(U + 1,)`): CSR pointer; each user's items are ascending.
+        items (`np.ndarray` of shape `(P,)`): item indices.
+        times (`np.ndarray` of shape `(P,)`): purchase times.
+        max_pairs: chunk size.
+
+    Yields:
+        `(first_item, second_item, time)`, each of shape `(chunk,)`, with `first_item < second_item` and
+        `time = max` of the two purchase times.
+    """
+    degree = np.diff(indptr)
+    users = np.flatnonzero(degree >= 2)
+    users = users[np.argsort(degree[users], kind="stable")]
+    boundaries = np.flatnonzero(np.diff(degree[users])) + 1
+    for group in np.split(users, boundaries):
+        if group.size == 0:
+            continue
+        size = int(degree[group[0]])
+        pairs_per_user = size * (size - 1) // 2
+        starts = indptr[group]
+        if pairs_per_user <= max_pairs:
+            a, b = np.triu_indices(size, k=1)
+            for chunk in range(0, group.size, max(1, max_pairs // pairs_per_user)):
+                base = starts[chunk : chunk + max(1, max_pairs // pairs_per_user), None]
+                pos_a, pos_b = (base + a).ravel(), (base + b).ravel()
+                yield items[pos_a], items[pos_b], np.maximum(times[pos_a], times[pos_b])
+        else:
+            for start in starts:
+                for row_start, row_stop in _row_blocks(size, max_pairs):
+                    a, b = _triu_rows(size, row_start, row_stop)
+                    yield items[start + a], items[start + b], np.maximum(times[start + a], times[start + b])
+
+
+def _reduce(aggregate: np.ndarray) -> np.ndarray:
+    """Merge the rows of an `_AGGREGATE_DTYPE` array that share a key (sum counts, min/max times)."""
+    if aggregate.size == 0:
+        return aggregate
+    order = np.argsort(aggregate["key"], kind="stable")
+    aggregate = aggregate[order]
+    starts = np.flatnonzero(np.r_[True, aggregate["key"][1:] != aggregate["key"][:-1]])
+    reduced = np.empty(starts.size, dtype=_AGGREGATE_DTYPE)
+    reduced["key"] = aggregate["key"][starts]
+    reduced["count"] = np.add.reduceat(aggregate["count"], starts)
+    reduced["first"] = np.minimum.reduceat(aggregate["first"], starts)
+    reduced["last"] = np.maximum.reduceat(aggregate["last"], starts)
+    return reduced
+
+
+class _PartitionedPairCounter:
+    """Pair aggregates kept in memory (one partition) or hash-partitioned into files under `directory`."""
+
+    def __init__(self, num_partitions: int, directory: Path):
+        self.num_partitions = num_partitions
+        self.in_memory: list[np.ndarray] = []
+        self.files = [directory / f"pairs-{p:04d}.bin" for p in range(num_partitions)] if num_partitions > 1 else []
+
+    def add(self, key: np.ndarray, time: np.ndarray) -> None:
+        chunk = np.empty(key.size, dtype=_AGGREGATE_DTYPE)
+        chunk["key"], chunk["count"], chunk["first"], chunk["last"] = key, 1, time, time
+        chunk = _reduce(chunk)
+        if self.num_partitions == 1:
+            self.in_memory.append(chunk)
+            return
+        partition = chunk["key"] % self.num_partitions
+        for index, path in enumerate(self.files):
+            with open(path, "ab") as handle:
+                handle.write(chunk[partition == index].tobytes())
+
+    def partitions(self) -> Iterator[np.ndarray]:
+        if self.num_partitions == 1:
+            merged = np.concatenate(self.in_memory) if self.in_memory else np.empty(0, dtype=_AGGREGATE_DTYPE)
+            self.in_memory = []
+            yield _reduce(merged)
+            return
+        for path in self.files:
+            if path.exists():
+                yield _reduce(np.fromfile(path, dtype=_AGGREGATE_DTYPE))
+                path.unlink()
+
+
+def copurchase_edges(
+    purchases: Purchases,
+    min_copurchase: int = 3,
+    max_items_per_user: int | None = None,
+    memory_budget_bytes: int = 2 << 30,
+    chunk_pairs: int = 4_000_000,
+    tmp_dir: str | os.PathLike | None = None,
+) -> tuple[pa.Table, dict[str, int]]:
+    """Step 2: co-purchase edges between items bought by at least `min_copurchase` distinct users.
+
+    Args:
+        purchases: step 1's output.
+        min_copurchase: the paper's threshold (3).
+        max_items_per_user: leave users with more distinct (candidate) items out of the count; `None` counts
+            every user (exact).
+        memory_budget_bytes: above this estimate of aggregate memory, pairs are partitioned on disk.
+        chunk_pairs: pairs enumerated per vectorised chunk.
+        tmp_dir: where partitions go (a temporary directory by default).
+
+    Returns:
+        `(edges, stats)`: `edges` has `src`, `dst` (item indices, `src < dst`, each pair once), `count`,
+        `first_time` and `last_time`, sorted by `(src, dst)`; `stats` counts `candidate_items` (bought by at
+        least `min_copurchase` users), `heavy_users_skipped`, `pairs_enumerated`, `distinct_pairs`,
+        `pairs_below_threshold`, `edges` and `partitions`.
+    """
+    if min_copurchase < 1:
+        raise ValueError(f"min_copurchase must be >= 1, got {min_copurchase}.")
+    buyers = np.bincount(purchases.item, minlength=purchases.num_items)
+    kept = purchases.select(buyers[purchases.item] >= min_copurchase)
+    indptr = kept.user_indptr()
+    degree = np.diff(indptr)
+    heavy = np.zeros(degree.size, dtype=bool) if max_items_per_user is None else degree > max_items_per_user
+    if heavy.any():
+        kept = kept.select(~heavy[kept.user])
+        indptr = kept.user_indptr()
+        degree = np.diff(indptr)
+    total_pairs = int((degree * (degree - 1) // 2).sum())
+    # An aggregate row is 32 bytes; sorting needs about twice that.
+    num_partitions = max(1, math.ceil(total_pairs * 2 * _AGGREGATE_DTYPE.itemsize / memory_budget_bytes))
+    n = np.int64(purchases.num_items)
+    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="copurchase-") as scratch:
+        counter = _PartitionedPairCounter(num_partitions, Path(scratch))
+        with tqdm(total=total_pairs, unit=" pairs", unit_scale=True, desc="co-purchase pairs", leave=False) as bar:
+            for first, second, time in iter_user_pairs(indptr, kept.item, kept.time, chunk_pairs):
+                counter.add(first * n + second, time)
+                bar.update(first.size)
+        edges, distinct = [], 0
+        for aggregate in counter.partitions():
+            distinct += aggregate.size
+            edges.append(aggregate[aggregate["count"] >= min_copurchase])
+    edges = np.concatenate(edges) if edges else np.empty(0, dtype=_AGGREGATE_DTYPE)
+    edges = edges[np.argsort(edges["key"], kind="stable")]
+    table = pa.table(
+        {
+            "src": edges["key"] // n,
+            "dst": edges["key"] % n,
+            "count": edges["count"],
+            "first_time": edges["first"],
+            "last_time": edges["last"],
+        }
+    )
+    stats = {
+        "candidate_items": int((buyers >= min_copurchase).sum()),
+        "heavy_users_skipped": int(heavy.sum()),
+        "pairs_enumerated": total_pairs,
+        "distinct_pairs": int(distinct),
+        "pairs_below_threshold": int(distinct - edges.size),
+        "edges": int(edges.size),
+        "partitions": num_partitions,
+    }
+    return table, stats
+
+
+__all__ = ["Purchases", "copurchase_edges", "iter_user_pairs", "read_purchases"]

@@ -1,0 +1,98 @@
+"""Loading the co-purchase graph dataset (local folder or Hub repo) and publishing it.
+
+`load_dataset(path, "<config>")` gives the nodes and `load_dataset(path, "<config>_edges")` the edges;
+[`load_copurchase_graph`] returns both together with the graph views the rest of slip_hf uses: a
+[`NodeGraph`] for the graph-aware batch sampler and a `torch_geometric.data.Data` for GNN work.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, load_dataset
+from huggingface_hub import HfApi
+
+from ..graph_batching import NodeGraph
+from .writing import SPLITS, edges_config_name
+
+
+@dataclass
+class CopurchaseGraph:
+    """Nodes (one `Dataset` per split, node ids global) and the edge table of one config."""
+
+    nodes: DatasetDict
+    edges: Dataset
+
+    @property
+    def num_nodes(self) -> int:
+        return sum(split.num_rows for split in self.nodes.values())
+
+    def node_graph(self) -> NodeGraph:
+        """The undirected graph over `node_id` (the batch sampler's input)."""
+        return NodeGraph.from_edge_table(self.edges, self.num_nodes)
+
+    def to_pyg(self):
+        """A `torch_geometric.data.Data` with `edge_index` (both directions), `edge_weight` (co-buyer count),
+        `y` (labels) and `train_mask` / `val_mask` / `test_mask`, indexed by `node_id`."""
+        from torch_geometric.data import Data
+        from torch_geometric.utils import to_undirected
+
+        src = torch.as_tensor(np.asarray(self.edges["src"]), dtype=torch.long)
+        dst = torch.as_tensor(np.asarray(self.edges["dst"]), dtype=torch.long)
+        count = torch.as_tensor(np.asarray(self.edges["count"]), dtype=torch.float32)
+        edge_index, edge_weight = to_undirected(torch.stack([src, dst]), count, num_nodes=self.num_nodes)
+        y = torch.full((self.num_nodes,), -1, dtype=torch.long)
+        masks = {}
+        for split, mask_name in zip(SPLITS, ("train_mask", "val_mask", "test_mask")):
+            mask = torch.zeros(self.num_nodes, dtype=torch.bool)
+            if split in self.nodes:
+                ids = torch.as_tensor(np.asarray(self.nodes[split]["node_id"]), dtype=torch.long)
+                mask[ids] = True
+                y[ids] = torch.as_tensor(np.asarray(self.nodes[split]["label"]), dtype=torch.long)
+            masks[mask_name] = mask
+        return Data(edge_index=edge_index, edge_weight=edge_weight, y=y, num_nodes=self.num_nodes, **masks)
+
+
+def load_copurchase_graph(path_or_repo: str | os.PathLike, config_name: str, **load_kwargs) -> CopurchaseGraph:
+    """Load one config's nodes and edges with `datasets.load_dataset` (a local folder or a Hub repo id).
+
+    Raises:
+        ValueError: if an edge refers to a node id that the node table does not have.
+    """
+    nodes = load_dataset(str(path_or_repo), config_name, **load_kwargs)
+    edges = load_dataset(str(path_or_repo), edges_config_name(config_name), split="train", **load_kwargs)
+    graph = CopurchaseGraph(nodes, edges)
+    ids = np.sort(np.concatenate([np.asarray(split["node_id"]) for split in nodes.values()]))
+    if not np.array_equal(ids, np.arange(ids.size)):
+        raise ValueError(f"{path_or_repo}/{config_name}: node ids are not 0..N-1 across the splits.")
+    if edges.num_rows:
+        top = max(int(np.max(edges["src"])), int(np.max(edges["dst"])))
+        if top >= ids.size:
+            raise ValueError(f"{path_or_repo}/{config_name}: an edge refers to node {top}, but there are {ids.size} nodes.")
+    return graph
+
+
+def push_dataset_to_hub(
+    dataset_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload amazon-copurchase-mm",
+) -> str:
+    """Create the dataset repo if needed and upload the built folder (parquet files, card, stats), leaving
+    out the build's intermediate files. Returns the commit URL."""
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(Path(dataset_dir)),
+        repo_type="dataset",
+        commit_message=commit_message,
+        ignore_patterns=[".work/*", ".work/**"],
+    )
+    return str(getattr(info, "commit_url", info))
+
+
+__all__ = ["CopurchaseGraph", "load_copurchase_graph", "push_dataset_to_hub"]

@@ -1,0 +1,89 @@
+"""Batched, l2-normalised image and text embeddings from any model with CLIP's feature API.
+
+Works with `CLIPModel` and [`SlipModel`] alike: both have `get_image_features(pixel_values)` and
+`get_text_features(input_ids, attention_mask)` whose `pooler_output` is the projected embedding
+(transformers 5.x). Used by the dataset builder (CLIP-T scores) and by the evaluation (retrieval,
+zero-shot, plots); inference never needs the graph.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+
+def _features(output: Any) -> torch.Tensor:
+    """`pooler_output` of a transformers 5 feature output, or the tensor older versions returned."""
+    return output.pooler_output if hasattr(output, "pooler_output") else output
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_images(
+    model: torch.nn.Module,
+    image_processor: Any,
+    images: Sequence[Any],
+    batch_size: int = 64,
+    load_image: Callable[[Any], Image.Image] | None = None,
+    desc: str = "image embeddings",
+) -> torch.Tensor:
+    """Embed images.
+
+    Args:
+        model: exposes `get_image_features(pixel_values=...)`.
+        image_processor: the model's image processor.
+        images: PIL images, or anything `load_image` turns into one (e.g. file paths).
+        batch_size: images per forward pass.
+        load_image: maps an element of `images` to a PIL image; default: identity for PIL images,
+            `Image.open` otherwise.
+
+    Returns:
+        `torch.FloatTensor` of shape `(N, d)` on the CPU, l2-normalised rows.
+    """
+    load = load_image or (lambda image: image if isinstance(image, Image.Image) else Image.open(image))
+    device = model_device(model)
+    chunks = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False):
+        batch = [load(image).convert("RGB") for image in images[start : start + batch_size]]
+        pixel_values = image_processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        chunks.append(F.normalize(_features(model.get_image_features(pixel_values=pixel_values)).float(), dim=-1).cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def encode_texts(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    max_length: int | None = None,
+    desc: str = "text embeddings",
+) -> torch.Tensor:
+    """Embed texts (truncated to `max_length` tokens, default the tokenizer's `model_max_length`).
+
+    Returns:
+        `torch.FloatTensor` of shape `(N, d)` on the CPU, l2-normalised rows.
+    """
+    device = model_device(model)
+    max_length = max_length or tokenizer.model_max_length
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False):
+        tokens = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        chunks.append(F.normalize(_features(features).float(), dim=-1).cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0, 0)
+
+
+__all__ = ["encode_images", "encode_texts", "model_device"]
