@@ -3,6 +3,7 @@
 import gzip
 import itertools
 import json
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -97,7 +98,8 @@ def test_copurchase_edges_match_brute_force_in_memory_and_partitioned(budget, ch
     expected = {pair: (len(t), min(t), max(t)) for pair, t in times.items() if len(t) >= 3}
     edges, stats = copurchase_edges(purchases, 3, memory_budget_bytes=budget, chunk_pairs=chunk)
     got = {(e["src"], e["dst"]): (e["count"], e["first_time"], e["last_time"]) for e in edges.to_pylist()}
-    assert got == expected and (stats["partitions"] > 1) == (budget < 1 << 20)
+    assert got == expected and stats["spilled"] == (budget < 1 << 20)
+    assert stats["partitions"] == (1 if budget > 1 << 20 else math.ceil(stats["pairs_enumerated"] * 40 / budget))
 
 
 def test_pairs_of_a_heavy_user_are_split_into_chunks():

@@ -1,10 +1,40 @@
-"""Turning raw node rows (an image and a text) into SLIP model inputs."""
+"""Turning raw node rows (an image and a text) into SLIP model inputs, with optional training augmentation."""
 
+import math
+import random
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+
+class RandomResizedCropFlip:
+    """Training augmentation on PIL images: a random crop covering `scale` of the area with an aspect ratio in
+    `ratio` (log-uniform), then a horizontal flip with probability `flip_probability`. The image processor
+    resizes the crop afterwards.
+
+    It draws from Python's `random` module, which `Trainer` seeds and checkpoints, so augmented runs are
+    reproducible and resume exactly. (torchvision's `RandomResizedCrop` does the same; slip_hf does not depend
+    on torchvision, whose wheels must match the torch build exactly.)
+    """
+
+    def __init__(self, scale: tuple[float, float] = (0.7, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_probability: float = 0.5):
+        self.scale, self.ratio, self.flip_probability = scale, ratio, flip_probability
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        for _ in range(10):
+            area = width * height * random.uniform(*self.scale)
+            aspect = math.exp(random.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+            crop_width, crop_height = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < crop_width <= width and 0 < crop_height <= height:
+                left, top = random.randint(0, width - crop_width), random.randint(0, height - crop_height)
+                image = image.crop((left, top, left + crop_width, top + crop_height))
+                break
+        if random.random() < self.flip_probability:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
 
 
 class NodeTransform:
@@ -71,4 +101,4 @@ class NodeTransform:
         return out
 
 
-__all__ = ["NodeTransform"]
+__all__ = ["NodeTransform", "RandomResizedCropFlip"]

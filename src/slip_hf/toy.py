@@ -203,6 +203,33 @@ def tiny_clip_config(
     )
 
 
+def write_tiny_clip_checkpoint(
+    directory: str,
+    texts: list[str],
+    image_size: int = 32,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    patch_size: int = 4,
+    projection_dim: int = 64,
+    vocab_size: int = 1024,
+    max_length: int = 32,
+    seed: int = 0,
+) -> str:
+    """A randomly initialised tiny CLIP saved like a hub checkpoint: weights, a tokenizer trained on `texts`,
+    and an image processor, so `SlipModel.from_clip(directory)` and `AutoTokenizer.from_pretrained(directory)`
+    follow the same path as for `openai/clip-vit-base-patch16`. Returns `directory`."""
+    import torch
+    from transformers import CLIPModel
+
+    tokenizer = train_toy_tokenizer(texts, vocab_size=vocab_size, max_length=max_length)
+    config = tiny_clip_config(tokenizer, hidden_size, num_layers, image_size, patch_size, projection_dim)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    toy_image_processor(image_size).save_pretrained(directory)
+    return directory
+
+
 def toy_image_processor(image_size: int = 32):
     """A CLIP image processor (PIL backend, no torchvision needed) for `image_size` square images."""
     from transformers import CLIPImageProcessorPil
@@ -212,4 +239,11 @@ def toy_image_processor(image_size: int = 32):
     )
 
 
-__all__ = ["make_toy_graph", "power_law_edges", "tiny_clip_config", "toy_image_processor", "train_toy_tokenizer"]
+__all__ = [
+    "make_toy_graph",
+    "power_law_edges",
+    "tiny_clip_config",
+    "toy_image_processor",
+    "train_toy_tokenizer",
+    "write_tiny_clip_checkpoint",
+]

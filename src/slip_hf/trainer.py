@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import seed_worker
 
+from .evaluation.retrieval import retrieval_metrics
 from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
 from .optimization import slip_parameter_groups
 
@@ -58,6 +59,11 @@ class SlipTrainingArguments(TrainingArguments):
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs `node_id`, which the model does not take."}
+    )
+    retrieval_eval: bool = field(
+        default=True,
+        metadata={"help": "At each evaluation, also rank the eval split's image-text pairs (eval_mrr, eval_recall_at_k, "
+                  "...); use metric_for_best_model='mrr' to select checkpoints by validation MRR."},
     )
 
     def __post_init__(self):
@@ -127,6 +133,7 @@ class SlipTrainer(Trainer):
         self.can_return_loss = True
         self._loss_part_sums: dict[str, float] = defaultdict(float)
         self._loss_part_counts: dict[str, int] = defaultdict(int)
+        self._eval_embeddings: dict[str, list[torch.Tensor]] | None = None
 
     # -- data -------------------------------------------------------------------------------------------
     def _graph_dataloader(self, dataset, batch_size: int, seed: int, is_training: bool) -> DataLoader:
@@ -178,11 +185,43 @@ class SlipTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
         """Eq. 7 from [`SlipModel`]; each part is a per-batch mean, so gradient accumulation averages them."""
+        node_ids = inputs.get("node_ids")
         inputs = {k: v for k, v in inputs.items() if k not in _BATCH_METADATA}
         outputs = model(**inputs, return_loss=True)
         if model.training:
             self._record_loss_parts(outputs, inputs)
+        elif self._eval_embeddings is not None:
+            for name, value in (("image", outputs.image_embeds), ("text", outputs.text_embeds), ("node_ids", node_ids)):
+                self._eval_embeddings[name].append(value.detach().float() if name != "node_ids" else value.to(outputs.image_embeds.device))
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        """The eval loss as usual (per-batch logits are not gathered: their shapes differ from batch to batch),
+        plus, with `args.retrieval_eval`, Table 2's retrieval metrics over the whole eval split, computed from
+        the embeddings of that same pass."""
+        self._eval_embeddings = {"image": [], "text": [], "node_ids": []} if self.args.retrieval_eval else None
+        try:
+            output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
+            if self._eval_embeddings and self._eval_embeddings["image"]:
+                image, text, node_ids = (self._gather_eval(self._eval_embeddings[name]) for name in ("image", "text", "node_ids"))
+                # sharded samplers may repeat a few nodes to even out the ranks: rank each pair once
+                _, first = np.unique(node_ids.cpu().numpy(), return_index=True)
+                metrics = retrieval_metrics(image[first].cpu(), text[first].cpu())
+                for name in ("mrr", "mrr_i2t", "mrr_t2i", "median_rank", "mean_rank", "recall_at_1", "recall_at_5", "recall_at_10"):
+                    output.metrics[f"{metric_key_prefix}_{name}"] = metrics[name]
+        finally:
+            self._eval_embeddings = None
+        return output
+
+    def _gather_eval(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenate one process's eval tensors and gather them from all processes (uneven lengths allowed)."""
+        local = torch.cat(parts)
+        if self.accelerator.num_processes == 1:
+            return local
+        lengths = self.accelerator.gather(torch.tensor([local.size(0)], device=local.device))
+        padded = self.accelerator.gather(self.accelerator.pad_across_processes(local, dim=0))
+        width = int(lengths.max())
+        return torch.cat([padded[rank * width : rank * width + int(n)] for rank, n in enumerate(lengths.tolist())])
 
     def _record_loss_parts(self, outputs, inputs: dict[str, Any]) -> None:
         parts = {"loss_clip": outputs.loss_clip, "loss_graph": outputs.loss_graph, "loss_aux": outputs.loss_aux}

@@ -7,11 +7,11 @@ co-purchase time, where one user's co-purchase of (i, j) happens at `max(t_ui, t
 completed.
 
 Counting is exact and vectorised: every user's item pairs are enumerated with numpy (users grouped by
-degree, so each group is one `triu_indices` gather), reduced per chunk by sorting on a packed int64 key, and
-merged. When the number of pairs exceeds `memory_budget_bytes`, the per-chunk aggregates are hash-partitioned
-to disk and each partition is reduced on its own, so memory stays bounded on any input. Two exact pruning
-rules come first: an item bought by fewer than `min_copurchase` users cannot reach the threshold, and a user
-left with one item contributes no pair.
+degree, so each group is one `triu_indices` gather) and grouped by one stable sort on a packed int64 key
+(count, first and last time per pair). When the pairs would exceed `memory_budget_bytes`, they are
+hash-partitioned to disk and each partition is grouped on its own, so memory stays bounded on any input. Two
+exact pruning rules come first: an item bought by fewer than `min_copurchase` users cannot reach the
+threshold, and a user left with one item contributes no pair.
 
 Heavy users (resellers, bots) own most pairs, as a user with d items yields d(d-1)/2 of them.
 `max_items_per_user` leaves users with more distinct items out of the counting; the default `None` keeps the
@@ -202,51 +202,64 @@ def iter_user_pairs(
                     yield items[start + a], items[start + b], np.maximum(times[start + a], times[start + b])
 
 
-def _reduce(aggregate: np.ndarray) -> np.ndarray:
-    """Merge the rows of an `_AGGREGATE_DTYPE` array that share a key (sum counts, min/max times)."""
-    if aggregate.size == 0:
-        return aggregate
-    order = np.argsort(aggregate["key"], kind="stable")
-    aggregate = aggregate[order]
-    starts = np.flatnonzero(np.r_[True, aggregate["key"][1:] != aggregate["key"][:-1]])
-    reduced = np.empty(starts.size, dtype=_AGGREGATE_DTYPE)
-    reduced["key"] = aggregate["key"][starts]
-    reduced["count"] = np.add.reduceat(aggregate["count"], starts)
-    reduced["first"] = np.minimum.reduceat(aggregate["first"], starts)
-    reduced["last"] = np.maximum.reduceat(aggregate["last"], starts)
-    return reduced
+def _aggregate_pairs(key: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Count, first and last time of each distinct key (one stable sort: numpy's radix sort for int64)."""
+    if key.size == 0:
+        return np.empty(0, dtype=_AGGREGATE_DTYPE)
+    order = np.argsort(key, kind="stable")
+    key, time = key[order], time[order]
+    del order
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    aggregate = np.empty(starts.size, dtype=_AGGREGATE_DTYPE)
+    aggregate["key"] = key[starts]
+    aggregate["count"] = np.diff(np.r_[starts, key.size])
+    aggregate["first"] = np.minimum.reduceat(time, starts)
+    aggregate["last"] = np.maximum.reduceat(time, starts)
+    return aggregate
 
 
-class _PartitionedPairCounter:
-    """Pair aggregates kept in memory (one partition) or hash-partitioned into files under `directory`."""
+class _PairPartitions:
+    """Raw (key, time) pairs split by `key % num_partitions`, each partition grouped on its own.
 
-    def __init__(self, num_partitions: int, directory: Path):
+    Partitions keep sorts small (a few million keys sort several times faster per key than tens of millions)
+    and bound memory: with `spill=True` they are appended to files under `directory` instead of lists.
+    """
+
+    _PAIR_DTYPE = np.dtype([("key", "<i8"), ("time", "<i8")])
+
+    def __init__(self, num_partitions: int, directory: Path, spill: bool):
         self.num_partitions = num_partitions
-        self.in_memory: list[np.ndarray] = []
-        self.files = [directory / f"pairs-{p:04d}.bin" for p in range(num_partitions)] if num_partitions > 1 else []
+        self.spill = spill
+        self.pieces: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
+        self.files = [directory / f"pairs-{p:04d}.bin" for p in range(num_partitions)]
 
     def add(self, key: np.ndarray, time: np.ndarray) -> None:
-        chunk = np.empty(key.size, dtype=_AGGREGATE_DTYPE)
-        chunk["key"], chunk["count"], chunk["first"], chunk["last"] = key, 1, time, time
-        chunk = _reduce(chunk)
-        if self.num_partitions == 1:
-            self.in_memory.append(chunk)
-            return
-        partition = chunk["key"] % self.num_partitions
-        for index, path in enumerate(self.files):
-            with open(path, "ab") as handle:
-                handle.write(chunk[partition == index].tobytes())
+        records = np.empty(key.size, dtype=self._PAIR_DTYPE)
+        records["key"], records["time"] = key, time
+        if self.num_partitions > 1:
+            partition = (key % self.num_partitions).astype(np.int32)
+            records = records[np.argsort(partition, kind="stable")]
+            bounds = np.r_[0, np.cumsum(np.bincount(partition, minlength=self.num_partitions))]
+        else:
+            bounds = np.array([0, key.size])
+        for index in range(self.num_partitions):
+            piece = records[bounds[index] : bounds[index + 1]]
+            if self.spill:
+                with open(self.files[index], "ab") as handle:
+                    handle.write(piece.tobytes())
+            else:
+                self.pieces[index].append(piece)
 
-    def partitions(self) -> Iterator[np.ndarray]:
-        if self.num_partitions == 1:
-            merged = np.concatenate(self.in_memory) if self.in_memory else np.empty(0, dtype=_AGGREGATE_DTYPE)
-            self.in_memory = []
-            yield _reduce(merged)
-            return
-        for path in self.files:
-            if path.exists():
-                yield _reduce(np.fromfile(path, dtype=_AGGREGATE_DTYPE))
-                path.unlink()
+    def aggregates(self) -> Iterator[np.ndarray]:
+        for index in range(self.num_partitions):
+            if self.spill:
+                path = self.files[index]
+                records = np.fromfile(path, dtype=self._PAIR_DTYPE) if path.exists() else np.empty(0, self._PAIR_DTYPE)
+                path.unlink(missing_ok=True)
+            else:
+                pieces, self.pieces[index] = self.pieces[index], []
+                records = np.concatenate(pieces) if pieces else np.empty(0, self._PAIR_DTYPE)
+            yield _aggregate_pairs(records["key"].copy(), records["time"].copy())
 
 
 def copurchase_edges(
@@ -255,6 +268,7 @@ def copurchase_edges(
     max_items_per_user: int | None = None,
     memory_budget_bytes: int = 2 << 30,
     chunk_pairs: int = 4_000_000,
+    partition_pairs: int = 3_000_000,
     tmp_dir: str | os.PathLike | None = None,
 ) -> tuple[pa.Table, dict[str, int]]:
     """Step 2: co-purchase edges between items bought by at least `min_copurchase` distinct users.
@@ -264,15 +278,17 @@ def copurchase_edges(
         min_copurchase: the paper's threshold (3).
         max_items_per_user: leave users with more distinct (candidate) items out of the count; `None` counts
             every user (exact).
-        memory_budget_bytes: above this estimate of aggregate memory, pairs are partitioned on disk.
+        memory_budget_bytes: when the raw pairs (16 bytes each) would take more than half of this, the
+            partitions are spilled to disk; each partition's sort then needs about 40 bytes a pair.
         chunk_pairs: pairs enumerated per vectorised chunk.
+        partition_pairs: target pairs per partition (speed: small sorts are cache-friendly).
         tmp_dir: where partitions go (a temporary directory by default).
 
     Returns:
         `(edges, stats)`: `edges` has `src`, `dst` (item indices, `src < dst`, each pair once), `count`,
         `first_time` and `last_time`, sorted by `(src, dst)`; `stats` counts `candidate_items` (bought by at
         least `min_copurchase` users), `heavy_users_skipped`, `pairs_enumerated`, `distinct_pairs`,
-        `pairs_below_threshold`, `edges` and `partitions`.
+        `pairs_below_threshold`, `edges`, `partitions` and `spilled` (1 when partitions went to disk).
     """
     if min_copurchase < 1:
         raise ValueError(f"min_copurchase must be >= 1, got {min_copurchase}.")
@@ -286,17 +302,17 @@ def copurchase_edges(
         indptr = kept.user_indptr()
         degree = np.diff(indptr)
     total_pairs = int((degree * (degree - 1) // 2).sum())
-    # An aggregate row is 32 bytes; sorting needs about twice that.
-    num_partitions = max(1, math.ceil(total_pairs * 2 * _AGGREGATE_DTYPE.itemsize / memory_budget_bytes))
+    spill = total_pairs * 16 > memory_budget_bytes // 2
+    num_partitions = max(1, math.ceil(total_pairs / partition_pairs), math.ceil(total_pairs * 40 / memory_budget_bytes))
     n = np.int64(purchases.num_items)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="copurchase-") as scratch:
-        counter = _PartitionedPairCounter(num_partitions, Path(scratch))
+        pairs = _PairPartitions(num_partitions, Path(scratch), spill)
         with tqdm(total=total_pairs, unit=" pairs", unit_scale=True, desc="co-purchase pairs", leave=False) as bar:
             for first, second, time in iter_user_pairs(indptr, kept.item, kept.time, chunk_pairs):
-                counter.add(first * n + second, time)
+                pairs.add(first * n + second, time)
                 bar.update(first.size)
         edges, distinct = [], 0
-        for aggregate in counter.partitions():
+        for aggregate in pairs.aggregates():
             distinct += aggregate.size
             edges.append(aggregate[aggregate["count"] >= min_copurchase])
     edges = np.concatenate(edges) if edges else np.empty(0, dtype=_AGGREGATE_DTYPE)
@@ -318,6 +334,7 @@ def copurchase_edges(
         "pairs_below_threshold": int(distinct - edges.size),
         "edges": int(edges.size),
         "partitions": num_partitions,
+        "spilled": int(spill),
     }
     return table, stats
 

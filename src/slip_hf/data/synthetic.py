@@ -330,16 +330,18 @@ def write_power_law_reviews(
     path: str | os.PathLike,
     num_reviews: int,
     num_items: int | None = None,
-    user_exponent: float = 2.2,
-    item_exponent: float = 1.9,
+    user_exponent: float = 2.5,
+    item_exponent: float = 2.0,
+    max_user_degree: int = 2000,
     seed: int = 0,
-    chunk: int = 200_000,
+    chunk: int = 500_000,
 ) -> dict[str, int]:
     """Reviews in the Amazon 2023 schema with power-law user activity and item popularity (benchmarks).
 
-    User activity is drawn from a discrete power law P(d) ~ d^-user_exponent (a few users review hundreds of
-    items, most review one or two); each review's item follows a Zipf law over `num_items` (default
-    `num_reviews // 10`) items. Review texts are ~200 characters, like short real reviews.
+    User activity follows a discrete power law P(d) ~ d^-user_exponent, capped at `max_user_degree` (a few
+    users review hundreds of items, most one or two); each review's item follows a Zipf law with
+    P(popularity >= x) ~ x^-(item_exponent - 1) over `num_items` (default `num_reviews // 10`) items. Review texts
+    (~180 characters) come from a fixed pool, so writing is fast.
 
     Returns:
         `{"reviews", "users", "items"}`.
@@ -350,12 +352,13 @@ def write_power_law_reviews(
     item_weights /= item_weights.sum()
     item_permutation = rng.permutation(num_items)
     words = np.array("great good fine sound battery cable fits works fast slow price quality returned love".split())
+    texts = [" ".join(words[rng.integers(0, words.size, size=30)]) for _ in range(1000)]
     written, user = 0, 0
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wt") as handle, tqdm(total=num_reviews, unit=" reviews", unit_scale=True, desc="write reviews", leave=False) as bar:
         while written < num_reviews:
             size = min(chunk, num_reviews - written)
-            degrees = np.minimum(np.floor(rng.pareto(user_exponent - 1.0, size=size) + 1).astype(np.int64), 5000)
+            degrees = np.minimum(np.floor(rng.pareto(user_exponent - 1.0, size=size) + 1).astype(np.int64), max_user_degree)
             degrees = degrees[np.cumsum(degrees) <= size]
             if degrees.size == 0:
                 degrees = np.array([size])
@@ -364,14 +367,14 @@ def write_power_law_reviews(
             items = item_permutation[rng.choice(num_items, size=users.size, p=item_weights)]
             times = 1_400_000_000_000 + rng.integers(0, 9 * 365 * 86_400_000, size=users.size)
             verified = rng.random(users.size) < 0.9
-            text_words = words[rng.integers(0, words.size, size=(users.size, 30))]
-            lines = [
-                f'{{"rating": {r}.0, "title": "Review", "text": "{" ".join(t)}", "images": [], '
+            ratings = rng.integers(1, 6, users.size)
+            text_ids = rng.integers(0, len(texts), users.size)
+            handle.writelines(
+                f'{{"rating": {r}.0, "title": "Review", "text": "{texts[x]}", "images": [], '
                 f'"asin": "{_asin(i)}", "parent_asin": "{_asin(i)}", "user_id": "U{u:010d}", "timestamp": {ts}, '
                 f'"helpful_vote": 0, "verified_purchase": {"true" if v else "false"}}}\n'
-                for r, t, i, u, ts, v in zip(rng.integers(1, 6, users.size), text_words, items, users, times, verified)
-            ]
-            handle.writelines(lines)
+                for r, x, i, u, ts, v in zip(ratings.tolist(), text_ids.tolist(), items.tolist(), users.tolist(), times.tolist(), verified.tolist())
+            )
             written += users.size
             bar.update(users.size)
     return {"reviews": written, "users": user, "items": num_items}

@@ -1,0 +1,179 @@
+"""Evaluate a checkpoint (SLIP or plain CLIP) on a split of the co-purchase graph dataset.
+
+One pass embeds the split's images and texts (no graph needed at inference); the metrics then come from the
+embeddings: retrieval over the whole split as the candidate pool (Table 2), zero-shot and k-shot category
+classification, the alignment score, and the hop-distance similarity profile behind Fig. 5.
+"""
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from ..embedding import encode_images, encode_texts
+from .classification import few_shot_linear_probe, zero_shot_classification
+from .retrieval import alignment_score, retrieval_metrics
+
+
+@dataclass
+class SplitEmbeddings:
+    """l2-normalised embeddings of one split, row i = node `node_ids[i]`."""
+
+    image: torch.Tensor
+    text: torch.Tensor
+    node_ids: np.ndarray
+    labels: np.ndarray | None = None
+
+
+@dataclass
+class EvaluationConfig:
+    """What [`evaluate_checkpoint`] computes."""
+
+    text_column: str = "title"
+    image_column: str = "image"
+    label_column: str | None = "label"
+    batch_size: int = 64
+    max_text_length: int | None = None
+    chunk_size: int = 2048
+    zero_shot: bool = True
+    prompt_templates: tuple[str, ...] = ("a photo of a {}.", "a product photo of a {}.", "{}")
+    few_shot: tuple[int, ...] = (1, 5, 10)
+    few_shot_draws: int = 3
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def embed_split(model, image_processor, tokenizer, dataset: Dataset, config: EvaluationConfig) -> SplitEmbeddings:
+    """Embed every node of `dataset` (images lazily, one batch at a time)."""
+    images = dataset.select_columns([config.image_column])
+    was_training = model.training
+    model.eval()
+    image = encode_images(
+        model, image_processor, range(len(dataset)), config.batch_size,
+        load_image=lambda index: images[int(index)][config.image_column], desc="eval images",
+    )
+    text = encode_texts(
+        model, tokenizer, list(dataset[config.text_column]), max(config.batch_size, 256),
+        config.max_text_length, desc="eval texts",
+    )
+    model.train(was_training)
+    labels = np.asarray(dataset[config.label_column]) if config.label_column and config.label_column in dataset.column_names else None
+    node_ids = np.asarray(dataset["node_id"]) if "node_id" in dataset.column_names else np.arange(len(dataset))
+    return SplitEmbeddings(image, text, node_ids, labels)
+
+
+def evaluate_embeddings(
+    evaluated: SplitEmbeddings,
+    config: EvaluationConfig,
+    train: SplitEmbeddings | None = None,
+    class_names: Sequence[str] | None = None,
+    encode_prompts=None,
+) -> dict[str, Any]:
+    """All metrics from embeddings: `retrieval`, `alignment`, and, with labels, `zero_shot` (needs
+    `class_names` and `encode_prompts`) and `few_shot` (needs `train`)."""
+    results: dict[str, Any] = {
+        "retrieval": retrieval_metrics(evaluated.image, evaluated.text, chunk_size=config.chunk_size),
+        "alignment": alignment_score(evaluated.image, evaluated.text),
+    }
+    if evaluated.labels is not None and class_names and config.zero_shot and encode_prompts is not None:
+        results["zero_shot"] = zero_shot_classification(
+            evaluated.image, evaluated.labels, class_names, encode_prompts, config.prompt_templates
+        )
+    if evaluated.labels is not None and train is not None and train.labels is not None and config.few_shot:
+        results["few_shot"] = few_shot_linear_probe(
+            train.image, train.labels, evaluated.image, evaluated.labels, config.few_shot, config.few_shot_draws, seed=config.seed
+        )
+    return results
+
+
+def evaluate_checkpoint(
+    model,
+    image_processor,
+    tokenizer,
+    eval_dataset: Dataset,
+    config: EvaluationConfig | None = None,
+    train_dataset: Dataset | None = None,
+) -> tuple[dict[str, Any], SplitEmbeddings]:
+    """Embed `eval_dataset` (and `train_dataset` for the few-shot probes) and compute every metric.
+
+    Returns:
+        `(metrics, embeddings of eval_dataset)`.
+    """
+    config = config or EvaluationConfig()
+    evaluated = embed_split(model, image_processor, tokenizer, eval_dataset, config)
+    train = embed_split(model, image_processor, tokenizer, train_dataset, config) if train_dataset is not None and config.few_shot else None
+    class_names = None
+    if config.label_column and config.label_column in eval_dataset.features:
+        class_names = getattr(eval_dataset.features[config.label_column], "names", None)
+
+    def encode_prompts(prompts: list[str]) -> torch.Tensor:
+        return encode_texts(model, tokenizer, prompts, 256, config.max_text_length, desc="prompts")
+
+    metrics = evaluate_embeddings(evaluated, config, train, class_names, encode_prompts)
+    metrics["num_nodes"] = int(evaluated.node_ids.size)
+    return metrics, evaluated
+
+
+def _mean_std(values: Sequence[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def retrieval_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Table 2's layout (MRR i2t / t2i / mean, median and mean rank, R@1/5/10), one row per model, each cell the
+    mean ± std over the model's runs (seeds)."""
+    columns = [
+        ("MRR i2t", "mrr_i2t", 3), ("MRR t2i", "mrr_t2i", 3), ("MRR mean", "mrr", 3),
+        ("Rank med", "median_rank", 1), ("Rank mean", "mean_rank", 1),
+        ("R@1", "recall_at_1", 3), ("R@5", "recall_at_5", 3), ("R@10", "recall_at_10", 3),
+    ]
+    lines = ["| Method | " + " | ".join(name for name, _, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
+    for model, results in runs.items():
+        cells = [_mean_std([r["retrieval"][key] for r in results], digits) for _, key, digits in columns]
+        lines.append(f"| {model} ({len(results)} run{'s' if len(results) > 1 else ''}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def classification_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Alignment, zero-shot and few-shot accuracy per model (mean ± std over runs)."""
+    first = next(iter(runs.values()))[0]
+    keys = [("alignment", None, "alignment")]
+    if "zero_shot" in first:
+        keys.append(("zero-shot acc", "zero_shot", "accuracy"))
+    for key in first.get("few_shot", {}):
+        if key.endswith("shot_accuracy"):
+            keys.append((f"{key.split('shot')[0]}-shot acc", "few_shot", key))
+    lines = ["| Method | " + " | ".join(name for name, _, _ in keys) + " |", "|---|" + "---:|" * len(keys)]
+    for model, results in runs.items():
+        cells = [_mean_std([r[group][key] if group else r[key] for r in results], 3) for _, group, key in keys]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str | os.PathLike, name: str = "eval") -> tuple[Path, Path]:
+    """`<name>_results.json` (every number) and `<name>_results.md` (the two tables) under `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = out_dir / f"{name}_results.json", out_dir / f"{name}_results.md"
+    json_path.write_text(json.dumps(runs, indent=1))
+    markdown_path.write_text(f"## Retrieval\n\n{retrieval_table(runs)}\n\n## Classification\n\n{classification_table(runs)}\n")
+    return json_path, markdown_path
+
+
+__all__ = [
+    "EvaluationConfig",
+    "SplitEmbeddings",
+    "classification_table",
+    "embed_split",
+    "evaluate_checkpoint",
+    "evaluate_embeddings",
+    "retrieval_table",
+    "write_report",
+]

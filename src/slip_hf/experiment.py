@@ -1,0 +1,211 @@
+"""One SLIP (or CLIP-baseline) experiment from three argument dataclasses: load the graph dataset, build the
+model, train with [`SlipTrainer`], evaluate the best checkpoint on the test split, write the results, the
+plots and the model card.
+
+`training/run_slip.py`, `slip-hf train`, the demo and the ablations all call [`run_experiment`].
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, set_seed
+
+from .data.hub import load_copurchase_graph
+from .evaluation.plots import plot_retrieval_grid, plot_similarity_by_hop, similarity_by_hop
+from .evaluation.runner import EvaluationConfig, evaluate_checkpoint, write_report
+from .graph_batching import NodeGraph
+from .model_card import build_model_card, push_model_to_hub
+from .modeling_slip import SlipModel
+from .processing import NodeTransform, RandomResizedCropFlip
+from .trainer import SlipTrainer, SlipTrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train."""
+
+    model_name_or_path: str = field(
+        default="openai/clip-vit-base-patch16",
+        metadata={"help": "A CLIP checkpoint (hub id or folder) to start from, or a SLIP checkpoint to continue."},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; default: the model's."})
+    image_processor_name: str | None = field(default=None, metadata={"help": "Image processor; default: the model's."})
+    baseline: Literal["slip", "clip"] = field(
+        default="slip",
+        metadata={"help": "'clip': the paper's CLIP fine-tuning baseline (no graph path, no aux head, same schedule)."},
+    )
+    aux_head: bool = field(default=True, metadata={"help": "Train the auxiliary category classifier (Eq. 6)."})
+    graph_num_layers: int = field(default=2, metadata={"help": "GAT layers per modality."})
+    graph_hidden_size: int = field(default=512, metadata={"help": "GAT layer width."})
+    graph_num_heads: int = field(default=4, metadata={"help": "GAT attention heads."})
+    graph_dropout: float = field(default=0.1, metadata={"help": "GAT dropout."})
+    graph_loss_exclude_self: bool = field(default=False, metadata={"help": "SupCon-style Eq. 5 denominator (without the anchor)."})
+
+
+@dataclass
+class DataArguments:
+    """Which data to train and evaluate on."""
+
+    dataset_name: str = field(
+        default="amazon-copurchase-mm", metadata={"help": "Hub repo id or local folder of the co-purchase graph dataset."}
+    )
+    dataset_config: str = field(default="electronics", metadata={"help": "Dataset config (category)."})
+    text_column: str = field(default="title", metadata={"help": "Text modality: 'title' (paper) or 'description'."})
+    image_column: str = field(default="image", metadata={"help": "Image column."})
+    label_column: str = field(default="label", metadata={"help": "Category label column (aux loss, zero-shot)."})
+    max_text_length: int = field(default=77, metadata={"help": "Tokens per text."})
+    augment: bool = field(default=True, metadata={"help": "Random resized crop + flip on training images."})
+    few_shot: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "k of the k-shot linear probes."})
+    test_split: str = field(default="test", metadata={"help": "Split evaluated at the end ('' to skip)."})
+    plots: bool = field(default=True, metadata={"help": "Write the hop-similarity and retrieval-grid plots."})
+
+
+def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int, str]) -> SlipModel:
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    if config.model_type == "slip":
+        return SlipModel.from_pretrained(model_args.model_name_or_path)
+    is_baseline = model_args.baseline == "clip"
+    use_aux = model_args.aux_head and not is_baseline and num_labels > 0
+    return SlipModel.from_clip(
+        model_args.model_name_or_path,
+        use_graph=not is_baseline,
+        graph_num_layers=model_args.graph_num_layers,
+        graph_hidden_size=model_args.graph_hidden_size,
+        graph_num_heads=model_args.graph_num_heads,
+        graph_dropout=model_args.graph_dropout,
+        graph_loss_exclude_self=model_args.graph_loss_exclude_self,
+        lambda_graph=0.0 if is_baseline else 0.05,
+        lambda_aux=0.1 if use_aux else 0.0,
+        **({"num_labels": num_labels, "id2label": id2label} if use_aux else {}),
+    )
+
+
+def _plots(test, embeddings, graph: NodeGraph, output_dir: Path, name: str, seed: int) -> dict[str, str]:
+    """The two figures for this model alone (the demo draws several models side by side)."""
+    by_hop = similarity_by_hop(embeddings.image, embeddings.text, embeddings.node_ids, graph, seed=seed)
+    paths = {"similarity_by_hop": plot_similarity_by_hop({name: by_hop}, output_dir / "similarity_by_hop.png")}
+    query = int(np.random.default_rng(seed).integers(0, len(test)))
+    scores = embeddings.text[query] @ embeddings.image.T
+    ranking = scores.argsort(descending=True)
+    images = test.select_columns(["image"])
+    top = ranking[:10].tolist()
+    pool = {index: images[index]["image"] for index in top + [query]}
+    true_rank = int((ranking == query).nonzero()[0, 0]) + 1
+    paths["retrieval_grid"] = plot_retrieval_grid(
+        test[query]["title"], pool, {name: top}, query, {name: true_rank}, output_dir / "retrieval_grid.png"
+    )
+    return paths
+
+
+def run_experiment(
+    model_args: ModelArguments, data_args: DataArguments, training_args: SlipTrainingArguments, run_name: str | None = None
+) -> dict[str, Any]:
+    """Train and evaluate; returns `{"train": ..., "validation": ..., "test": metrics, "output_dir", "files"}`.
+
+    The best checkpoint by validation MRR is kept when `training_args.load_best_model_at_end` is set (the
+    recipes do), and training resumes from `training_args.resume_from_checkpoint` (`True` = the last one in
+    `output_dir`).
+    """
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+    graph_data = load_copurchase_graph(data_args.dataset_name, data_args.dataset_config)
+    graph = graph_data.node_graph()
+    nodes = graph_data.nodes
+    label_feature = nodes["train"].features.get(data_args.label_column)
+    class_names = list(getattr(label_feature, "names", []) or [])
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    image_processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or model_args.model_name_or_path)
+    model = _load_model(model_args, len(class_names), dict(enumerate(class_names)))
+
+    def transform(augment: bool) -> NodeTransform:
+        return NodeTransform(
+            image_processor, tokenizer, text_column=data_args.text_column, image_column=data_args.image_column,
+            max_length=data_args.max_text_length, label_column=data_args.label_column if model.classifier is not None else None,
+            image_augmentation=RandomResizedCropFlip() if augment else None,
+        )
+
+    train = nodes["train"].with_transform(transform(data_args.augment))
+    validation = nodes["validation"].with_transform(transform(False)) if "validation" in nodes else None
+    trainer = SlipTrainer(
+        model=model, args=training_args, graph=graph, train_dataset=train, eval_dataset=validation, processing_class=tokenizer
+    )
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = True  # the newest checkpoint in output_dir
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(output_dir))
+    image_processor.save_pretrained(str(output_dir))
+    results: dict[str, Any] = {"train": train_output.metrics, "output_dir": str(output_dir), "files": {}}
+    results["log_history"] = trainer.state.log_history
+    if validation is not None and training_args.eval_strategy != "no":
+        results["validation"] = {k: v for k, v in trainer.evaluate().items()}
+
+    if data_args.test_split and trainer.is_world_process_zero():
+        name = run_name or ("CLIP (fine-tuned)" if model_args.baseline == "clip" else "SLIP")
+        config = EvaluationConfig(
+            text_column=data_args.text_column, image_column=data_args.image_column, label_column=data_args.label_column,
+            max_text_length=data_args.max_text_length, few_shot=tuple(data_args.few_shot), seed=training_args.seed,
+            batch_size=training_args.per_device_eval_batch_size,
+        )
+        test = nodes[data_args.test_split]
+        metrics, embeddings = evaluate_checkpoint(trainer.model, image_processor, tokenizer, test, config, nodes["train"])
+        results["test"] = metrics
+        json_path, markdown_path = write_report({name: [metrics]}, output_dir, data_args.test_split)
+        results["files"].update(results_json=str(json_path), results_markdown=str(markdown_path))
+        save_file(
+            {"image": embeddings.image.contiguous(), "text": embeddings.text.contiguous(), "node_ids": torch.as_tensor(embeddings.node_ids)},
+            str(output_dir / f"{data_args.test_split}_embeddings.safetensors"),
+        )
+        if data_args.plots:
+            results["files"].update(_plots(test, embeddings, graph, output_dir, name, training_args.seed))
+        hyperparameters = {
+            "baseline": model_args.baseline, "learning_rate": training_args.learning_rate,
+            "layer_lr_decay": training_args.layer_lr_decay, "layer_lr_decay_direction": training_args.layer_lr_decay_direction,
+            "graph_learning_rate": training_args.graph_learning_rate, "per_device_train_batch_size": training_args.per_device_train_batch_size,
+            "num_train_epochs": training_args.num_train_epochs, "warmup_steps": training_args.warmup_steps,
+            "batch_sampler": training_args.batch_sampler, "lambda_graph": trainer.model.config.lambda_graph,
+            "lambda_aux": trainer.model.config.lambda_aux, "hops": trainer.model.config.hops, "seed": training_args.seed,
+        }
+        card = build_model_card(
+            metrics, model_name=output_dir.name, base_model=model_args.model_name_or_path,
+            dataset_id=data_args.dataset_name, dataset_config=data_args.dataset_config, hyperparameters=hyperparameters,
+            split=data_args.test_split,
+        )
+        card.save(output_dir / "README.md")
+        results["files"]["model_card"] = str(output_dir / "README.md")
+        (output_dir / "run_config.json").write_text(
+            json.dumps({"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()}, indent=1, default=str)
+        )
+        if training_args.push_to_hub and training_args.hub_model_id:
+            results["hub_commit"] = push_model_to_hub(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo), token=training_args.hub_token)
+    return results
+
+
+def parse_arguments(argv: list[str] | None = None, prog: str | None = None) -> tuple[ModelArguments, DataArguments, SlipTrainingArguments]:
+    """Parse the three dataclasses from the command line; a leading `.yaml`/`.json` file gives defaults that
+    later flags override (`run_slip.py recipes/electronics.yaml --num_train_epochs 5`)."""
+    import sys
+
+    import yaml
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        with open(argv[0]) as handle:
+            values = yaml.safe_load(handle) or {}
+        flags: list[str] = []
+        for key, value in values.items():
+            flags.append(f"--{key}")
+            flags.extend(str(v) for v in value) if isinstance(value, list) else flags.append(str(value))
+        argv = flags + argv[1:]
+    parser = HfArgumentParser((ModelArguments, DataArguments, SlipTrainingArguments), prog=prog)
+    return parser.parse_args_into_dataclasses(argv)
+
+
+__all__ = ["DataArguments", "ModelArguments", "parse_arguments", "run_experiment"]

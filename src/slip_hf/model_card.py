@@ -1,0 +1,130 @@
+"""Model cards for trained SLIP checkpoints, generated from the run's own numbers, and Hub upload."""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+from .evaluation.runner import classification_table, retrieval_table
+
+_RETRIEVAL_METRICS = ("mrr", "mrr_i2t", "mrr_t2i", "recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "mean_rank")
+
+
+def build_model_card(
+    results: Mapping[str, Any],
+    *,
+    model_name: str,
+    base_model: str | None,
+    dataset_id: str,
+    dataset_config: str,
+    hyperparameters: Mapping[str, Any],
+    comparison: Mapping[str, list[Mapping[str, Any]]] | None = None,
+    split: str = "test",
+) -> ModelCard:
+    """A `ModelCard` whose YAML `model-index` and tables carry `results` (from `evaluate_checkpoint`).
+
+    Args:
+        results: this model's metrics on `split`.
+        model_name: the repo or folder name.
+        base_model: the CLIP checkpoint it was initialised from (hub id), if any.
+        dataset_id, dataset_config: where the data came from.
+        hyperparameters: shown in the card (training arguments that matter).
+        comparison: other models' runs (e.g. the CLIP baseline) for the tables, as `{name: [results, ...]}`.
+    """
+    eval_results = [
+        EvalResult(
+            task_type="feature-extraction",
+            task_name="Cross-modal retrieval",
+            dataset_type=dataset_id,
+            dataset_name=f"{dataset_id} ({dataset_config})",
+            dataset_config=dataset_config,
+            dataset_split=split,
+            metric_type=metric,
+            metric_value=round(float(results["retrieval"][metric]), 4),
+        )
+        for metric in _RETRIEVAL_METRICS
+    ]
+    data = ModelCardData(
+        language=["en"],
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="feature-extraction",
+        tags=["slip", "clip", "graph-neural-network", "vision-language", "contrastive-learning", "co-purchase"],
+        datasets=[dataset_id] if "/" in dataset_id else None,
+        base_model=base_model if base_model and "/" in base_model and not os.path.exists(base_model) else None,
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    runs = {model_name: [results], **(comparison or {})}
+    params = "\n".join(f"| `{key}` | {value} |" for key, value in hyperparameters.items())
+    body = f"""
+# {model_name}
+
+A SLIP model (Structure-aware Language-Image Pretraining): a CLIP dual encoder fine-tuned with CLIP's InfoNCE,
+a structural contrastive loss over co-purchase neighbours (computed on node embeddings from one graph
+attention stack per modality), and an auxiliary category loss. Trained with
+`slip_hf` on `{dataset_id}` (config `{dataset_config}`).
+{f"Initialised from `{base_model}`." if base_model else ""}
+
+Retrieval needs no graph: the CLIP towers give the embeddings.
+
+```python
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer
+from slip_hf import SlipModel
+
+model = SlipModel.from_pretrained("{model_name}").eval()
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")
+processor = AutoImageProcessor.from_pretrained("{model_name}")
+with torch.no_grad():
+    text = model.get_text_features(**tokenizer(["wireless earbuds"], return_tensors="pt", padding=True)).pooler_output
+    image = model.get_image_features(**processor(images=[pil_image], return_tensors="pt")).pooler_output
+score = torch.nn.functional.cosine_similarity(text, image)
+```
+
+## Results on the {split} split
+
+Candidate pool: every node of the split ({results.get("num_nodes", "?")} image-text pairs). MRR, median/mean
+rank and Recall@k as in Table 2 of the SLIP paper.
+
+{retrieval_table(runs)}
+
+{classification_table(runs)}
+
+## Training hyper-parameters
+
+| argument | value |
+|---|---|
+{params}
+
+## Citation
+
+```bibtex
+@misc{{lu2025slip,
+  title  = {{SLIP: Structural-aware Language-Image Pretraining for Vision-Language Alignment}},
+  author = {{Lu, Wenbo}},
+  year   = {{2025}}
+}}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def push_model_to_hub(model_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Create the model repo if needed and upload a saved model folder (weights, config, tokenizer, image
+    processor, card, result files), without training checkpoints. Returns the commit URL."""
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(Path(model_dir)),
+        repo_type="model",
+        commit_message="Upload SLIP model",
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**"],
+    )
+    return str(getattr(info, "commit_url", info))
+
+
+__all__ = ["build_model_card", "push_model_to_hub"]
