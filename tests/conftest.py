@@ -67,3 +67,28 @@ def model_inputs(tokenizer):
         "attention_mask": torch.ones_like(input_ids),
         "pixel_values": torch.randn(5, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
     }
+
+
+@pytest.fixture(scope="session")
+def graph_dataset_dir(tmp_path_factory):
+    """A small co-purchase graph dataset written by the real builder from generated Amazon-schema files."""
+    from slip_hf.data import BuildConfig, build_dataset, generate_synthetic_raw
+
+    root = tmp_path_factory.mktemp("graph_dataset")
+    generate_synthetic_raw(root / "raw", num_bundles=10, shoppers_per_bundle=400, image_size=24, seed=0)
+    build_dataset(BuildConfig(raw_dir=str(root / "raw"), out_dir=str(root / "data"), image_size=24, label_depth=2,
+                              min_class_size=3, download_workers=4))
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory, graph_dataset_dir):
+    """A random tiny CLIP saved like a hub checkpoint (weights, tokenizer, image processor)."""
+    from datasets import load_dataset
+
+    from slip_hf.toy import write_tiny_clip_checkpoint
+
+    titles = load_dataset(str(graph_dataset_dir), "electronics", split="train")["title"]
+    directory = tmp_path_factory.mktemp("tiny_clip")
+    return write_tiny_clip_checkpoint(str(directory), titles, image_size=IMAGE_SIZE, hidden_size=32, num_layers=1,
+                                      projection_dim=16, vocab_size=300, max_length=24)

@@ -1,5 +1,8 @@
 """`slip-hf`: the command line of slip_hf. Each command is a thin shell over a public Python function.
 
+    slip-hf demo                                        # raw data -> dataset -> CLIP vs SLIP -> Table 2
+    slip-hf train recipe.yaml                           # = python training/run_slip.py recipe.yaml
+    slip-hf evaluate --model_name_or_path runs/slip --dataset_name data/
     slip-hf generate-raw --raw-dir raw/                 # the embedded synthetic Amazon-schema raw files
     slip-hf build-dataset --raw-dir raw/ --out data/    # raw files -> amazon-copurchase-mm dataset
     slip-hf push-dataset --dataset-dir data/ --repo-id you/amazon-copurchase-mm
@@ -10,11 +13,18 @@
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 DESCRIPTION = """\
 slip_hf: structure-aware language-image pretraining (SLIP) on transformers / datasets / torch_geometric.
 
 Commands:
+  demo            The embedded end-to-end demo: synthetic raw data -> dataset -> CLIP baseline and SLIP
+                  trained with the same schedule and seeds on the CPU -> Table 2 on the test split + plots.
+  train           Train and evaluate SLIP or the CLIP baseline (= python training/run_slip.py; accepts a
+                  YAML/JSON recipe as first argument).
+  evaluate        Evaluate a SLIP or plain CLIP checkpoint on a dataset split: retrieval (Table 2),
+                  zero-/few-shot classification, alignment, plots.
   generate-raw    Write the embedded synthetic data: Amazon Reviews 2023 raw files (reviews, metadata) and
                   rendered product images, with a known co-purchase structure and planted bad rows.
   build-dataset   Build the co-purchase multimodal graph dataset (amazon-copurchase-mm) from raw Amazon
@@ -93,6 +103,82 @@ def push_dataset(argv: Sequence[str]) -> int:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     args = parser.parse_args(argv)
     print(push_dataset_to_hub(args.dataset_dir, args.repo_id, private=args.private))
+    return 0
+
+
+def demo(argv: Sequence[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .demo import DemoConfig, run_demo
+
+    parser = HfArgumentParser(
+        DemoConfig,
+        prog="slip-hf demo",
+        description="The embedded end-to-end demo (CPU, about 10 minutes with the defaults): generate the synthetic "
+        "raw data, build the dataset, train the CLIP baseline and SLIP with the same schedule for each seed, and "
+        "print the paper's Table 2 on the test split (mean ± std over seeds), with plots.",
+    )
+    (config,) = parser.parse_args_into_dataclasses(argv)
+    _quiet_libraries()
+    run_demo(config)
+    return 0
+
+
+def train(argv: Sequence[str]) -> int:
+    import json
+
+    from .experiment import parse_arguments, run_experiment
+
+    model_args, data_args, training_args = parse_arguments(list(argv), prog="slip-hf train")
+    results = run_experiment(model_args, data_args, training_args)
+    if "test" in results:
+        print(json.dumps({"test": results["test"]["retrieval"], "files": results["files"]}, indent=1))
+    return 0
+
+
+@dataclass
+class EvaluateArguments:
+    """`slip-hf evaluate`: which checkpoint, on which data."""
+
+    model_name_or_path: str = field(metadata={"help": "A SLIP or CLIP checkpoint (hub id or folder)."})
+    dataset_name: str = field(metadata={"help": "Hub repo id or local folder of the co-purchase graph dataset."})
+    dataset_config: str = field(default="electronics", metadata={"help": "Dataset config."})
+    split: str = field(default="test", metadata={"help": "Split to evaluate (the candidate pool)."})
+    output_dir: str = field(default="eval", metadata={"help": "Where results and plots go."})
+    name: str | None = field(default=None, metadata={"help": "Row name in the tables (default: the checkpoint name)."})
+    text_column: str = field(default="title", metadata={"help": "Text column."})
+    max_text_length: int | None = field(default=None, metadata={"help": "Tokens per text (default: the tokenizer's)."})
+    few_shot: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "k of the k-shot probes."})
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+
+
+def evaluate(argv: Sequence[str]) -> int:
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, HfArgumentParser
+
+    from .data.hub import load_copurchase_graph
+    from .evaluation import EvaluationConfig, evaluate_checkpoint, plot_similarity_by_hop, similarity_by_hop, write_report
+    from .modeling_slip import SlipModel
+
+    parser = HfArgumentParser(EvaluateArguments, prog="slip-hf evaluate", description=DESCRIPTION.split("\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(argv)
+    _quiet_libraries()
+    path = args.model_name_or_path
+    model_class = SlipModel if AutoConfig.from_pretrained(path).model_type == "slip" else CLIPModel
+    model = model_class.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    graph = load_copurchase_graph(args.dataset_name, args.dataset_config)
+    config = EvaluationConfig(text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot), batch_size=args.batch_size)
+    metrics, embeddings = evaluate_checkpoint(
+        model, AutoImageProcessor.from_pretrained(path), AutoTokenizer.from_pretrained(path), graph.nodes[args.split], config, graph.nodes["train"]
+    )
+    name = args.name or Path(path).name
+    json_path, markdown_path = write_report({name: [metrics]}, args.output_dir, args.split)
+    by_hop = similarity_by_hop(embeddings.image, embeddings.text, embeddings.node_ids, graph.node_graph())
+    plot = plot_similarity_by_hop({name: by_hop}, Path(args.output_dir) / "similarity_by_hop.png")
+    print(markdown_path.read_text())
+    print(f"written: {json_path}, {markdown_path}, {plot}")
     return 0
 
 
@@ -179,6 +265,9 @@ def toy_train(argv: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "demo": demo,
+    "train": train,
+    "evaluate": evaluate,
     "generate-raw": generate_raw,
     "build-dataset": build_dataset,
     "push-dataset": push_dataset,

@@ -195,6 +195,15 @@ class SlipTrainer(Trainer):
                 self._eval_embeddings[name].append(value.detach().float() if name != "node_ids" else value.to(outputs.image_embeds.device))
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The SLIP loss of an eval batch, whether or not it carries `labels` (the CLIP baseline has none, and
+        `Trainer.prediction_step` would then call the model without asking for a loss). Per-batch logits are
+        not returned: their shapes differ from batch to batch."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
         """The eval loss as usual (per-batch logits are not gathered: their shapes differ from batch to batch),
         plus, with `args.retrieval_eval`, Table 2's retrieval metrics over the whole eval split, computed from

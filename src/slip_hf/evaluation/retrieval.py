@@ -5,9 +5,10 @@ evaluated split, and the one relevant candidate of query i is its own pair i. Wi
 
     rank_i2t(i) = 1 + #{j != i : S_ij > S_ii} + ties(i),    rank_t2i(j) = 1 + #{i != j : S_ij > S_jj} + ties(j)
 
-Ties (candidates scoring exactly as the true pair) are counted by `ties`: `"pessimistic"` (the default; all
-tied candidates rank first, so a constant model gets rank N, not 1), `"optimistic"` (none), or `"average"`
-(half of them).
+Ties are candidates whose score is within `tie_tolerance` (default 1e-6, the float32 rounding of a cosine)
+of the true pair's: the true score and its competitors come out of different float32 kernels, so closer
+scores carry no order. They are counted by `ties`: `"pessimistic"` (the default; all tied candidates rank
+first, so a constant model gets rank N, not 1), `"optimistic"` (none), or `"average"` (half of them).
 
 Both directions come from one pass over row chunks of S: a chunk of `chunk_size` image rows gives the I2T
 ranks of those rows and adds its column counts to the T2I ranks. Memory is O(chunk_size x N); the N x N
@@ -32,7 +33,11 @@ def _as_float32(embeds) -> torch.Tensor:
 
 @torch.no_grad()
 def retrieval_ranks(
-    image_embeds: torch.Tensor, text_embeds: torch.Tensor, chunk_size: int = 2048, ties: TieRule = "pessimistic"
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    chunk_size: int = 2048,
+    ties: TieRule = "pessimistic",
+    tie_tolerance: float = 1e-6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """1-based rank of each query's true match.
 
@@ -41,6 +46,7 @@ def retrieval_ranks(
         text_embeds (`torch.Tensor` of shape `(N, d)`): text embeddings.
         chunk_size: image rows per similarity block.
         ties: how candidates tied with the true pair count (see the module docstring).
+        tie_tolerance: scores closer than this to the true score are ties.
 
     Returns:
         `(ranks_i2t, ranks_t2i)`, float64 tensors of shape `(N,)` (halves only with `ties="average"`).
@@ -61,11 +67,12 @@ def retrieval_ranks(
         scores = image_embeds[start:stop] @ text_embeds.T  # (c, N)
         rows = torch.arange(stop - start)
         scores[rows, rows + start] = float("-inf")  # the pair itself is not a competitor in either direction
-        row_true = true_scores[start:stop, None]
-        greater_i2t[start:stop] = (scores > row_true).sum(1, dtype=torch.float64)
-        equal_i2t[start:stop] = (scores == row_true).sum(1, dtype=torch.float64)
-        greater_t2i += (scores > true_scores[None, :]).sum(0, dtype=torch.float64)
-        equal_t2i += (scores == true_scores[None, :]).sum(0, dtype=torch.float64)
+        row_low, row_high = true_scores[start:stop, None] - tie_tolerance, true_scores[start:stop, None] + tie_tolerance
+        greater_i2t[start:stop] = (scores > row_high).sum(1, dtype=torch.float64)
+        equal_i2t[start:stop] = (scores >= row_low).sum(1, dtype=torch.float64) - greater_i2t[start:stop]
+        above_high = (scores > (true_scores + tie_tolerance)[None, :]).sum(0, dtype=torch.float64)
+        greater_t2i += above_high
+        equal_t2i += (scores >= (true_scores - tie_tolerance)[None, :]).sum(0, dtype=torch.float64) - above_high
     weight = {"pessimistic": 1.0, "optimistic": 0.0, "average": 0.5}[ties]
     return 1 + greater_i2t + weight * equal_i2t, 1 + greater_t2i + weight * equal_t2i
 
@@ -94,13 +101,14 @@ def retrieval_metrics(
     chunk_size: int = 2048,
     ties: TieRule = "pessimistic",
     recall_at: tuple[int, ...] = (1, 5, 10),
+    tie_tolerance: float = 1e-6,
 ) -> dict[str, float]:
     """MRR (I2T, T2I, mean), median and mean rank, Recall@k over the pool of all N pairs.
 
     Embeddings need not be normalised for the ranks, but the paper's scores are cosines: pass l2-normalised
     rows (as `SlipModel`'s outputs are) to rank by cosine similarity.
     """
-    return metrics_from_ranks(*retrieval_ranks(image_embeds, text_embeds, chunk_size, ties), recall_at=recall_at)
+    return metrics_from_ranks(*retrieval_ranks(image_embeds, text_embeds, chunk_size, ties, tie_tolerance), recall_at=recall_at)
 
 
 def alignment_score(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> float:

@@ -1,0 +1,143 @@
+"""`training/run_slip.py` end to end on a small built dataset: checkpoints, metrics, card, plots, baseline,
+recipes, resuming, Hub upload, and `slip-hf evaluate`."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from slip_hf import SlipModel
+from slip_hf.cli import main as cli_main
+from slip_hf.experiment import parse_arguments, run_experiment
+from slip_hf.model_card import push_model_to_hub
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_slip_main():
+    spec = importlib.util.spec_from_file_location("run_slip", ROOT / "training" / "run_slip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _flags(dataset, clip, output_dir, *extra):
+    return [
+        "--model_name_or_path", clip, "--dataset_name", str(dataset), "--output_dir", str(output_dir),
+        "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64", "--max_steps", "6",
+        "--eval_strategy", "steps", "--eval_steps", "3", "--save_strategy", "steps", "--save_steps", "3",
+        "--load_best_model_at_end", "True", "--metric_for_best_model", "mrr", "--learning_rate", "1e-3",
+        "--graph_hidden_size", "32", "--max_text_length", "24", "--few_shot", "1", "2", "--report_to", "none",
+        "--logging_steps", "2", "--disable_tqdm", "True", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def slip_run(graph_dataset_dir, tiny_clip_checkpoint, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("slip_run")
+    assert _run_slip_main()(_flags(graph_dataset_dir, tiny_clip_checkpoint, output_dir)) == 0
+    return output_dir
+
+
+def test_run_slip_writes_model_results_card_and_plots(slip_run):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "preprocessor_config.json", "README.md",
+                 "test_results.json", "test_results.md", "run_config.json", "test_embeddings.safetensors"):
+        assert (slip_run / name).is_file(), name
+    assert sorted(p.name for p in slip_run.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    results = json.loads((slip_run / "test_results.json").read_text())["SLIP"][0]
+    assert 0 < results["retrieval"]["mrr"] <= 1 and results["num_nodes"] > 20
+    assert {"zero_shot", "few_shot", "alignment"} <= set(results)
+    card = (slip_run / "README.md").read_text()
+    assert "model-index" in card and f"value: {round(results['retrieval']['mrr'], 4)}" in card
+    for plot in ("similarity_by_hop.png", "retrieval_grid.png"):
+        with Image.open(slip_run / plot) as image:
+            assert image.size[0] > 500 and len(set(image.convert("L").getdata())) > 20  # not a blank canvas
+
+
+def test_trained_model_loads_and_embeds_without_a_graph(slip_run):
+    model = SlipModel.from_pretrained(slip_run).eval()
+    assert model.config.use_graph and model.classifier is not None
+    with torch.no_grad():
+        image = model.get_image_features(pixel_values=torch.randn(2, 3, 16, 16)).pooler_output
+    assert image.shape == (2, 16)
+
+
+def test_validation_mrr_is_logged_and_selects_the_checkpoint(slip_run):
+    state = json.loads((slip_run / "checkpoint-6" / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_mrr" in entry]
+    assert [entry["step"] for entry in evaluations] == [3, 6]
+    best = max(evaluations, key=lambda entry: entry["eval_mrr"])
+    assert state["best_metric"] == pytest.approx(best["eval_mrr"]) and state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+
+
+def test_clip_baseline_has_no_graph_and_no_aux(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    model_args, data_args, training_args = parse_arguments(
+        _flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, "--baseline", "clip", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2")
+    )
+    data_args.plots = False
+    results = run_experiment(model_args, data_args, training_args)
+    model = SlipModel.from_pretrained(tmp_path)
+    assert not model.config.use_graph and model.classifier is None
+    logged = [entry for entry in results["log_history"] if "loss" in entry]
+    assert logged and all("loss_graph" not in entry and entry["loss"] == pytest.approx(entry["loss_clip"], rel=1e-4) for entry in logged)
+    assert "CLIP (fine-tuned)" in json.loads((tmp_path / "test_results.json").read_text())
+
+
+def test_yaml_recipe_then_flags(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: some/clip\ndataset_name: data/\noutput_dir: out\nnum_train_epochs: 7\n"
+                      "layer_lr_decay: 0.9\nfew_shot: [1, 3]\nload_best_model_at_end: true\neval_strategy: epoch\nsave_strategy: epoch\n")
+    model_args, data_args, training_args = parse_arguments([str(recipe), "--num_train_epochs", "2"])
+    assert model_args.model_name_or_path == "some/clip" and data_args.few_shot == [1, 3]
+    assert training_args.num_train_epochs == 2 and training_args.layer_lr_decay == 0.9 and training_args.load_best_model_at_end
+
+
+def test_shipped_paper_recipe_parses_with_the_papers_values():
+    recipe = str(ROOT / "training" / "recipes" / "slip_electronics_vitb16.yaml")
+    model_args, data_args, args = parse_arguments([recipe, "--bf16", "False"])  # the recipe targets GPUs
+    assert model_args.model_name_or_path == "openai/clip-vit-base-patch16" and model_args.graph_hidden_size == 512
+    assert (args.learning_rate, args.layer_lr_decay, args.graph_learning_rate, args.warmup_steps) == (1.6e-4, 0.8, 4e-3, 500)
+    assert (args.num_train_epochs, args.early_stopping_patience, args.early_stopping_threshold) == (50, 10, 0.001)
+    assert (args.lambda_graph, args.lambda_aux, args.metric_for_best_model) == (0.05, 0.1, "mrr")
+
+
+def test_resume_continues_from_the_last_checkpoint(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    first = parse_arguments(_flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, "--max_steps", "3", "--load_best_model_at_end", "False"))
+    first[1].test_split = ""
+    run_experiment(*first)
+    second = parse_arguments(_flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, "--resume_from_checkpoint", "True", "--load_best_model_at_end", "False"))
+    second[1].test_split = ""
+    results = run_experiment(*second)
+    steps = [entry["step"] for entry in results["log_history"] if "loss" in entry]
+    assert steps == [2, 4, 6] and results["train"]["epoch"] > 0  # steps 1-3 came from checkpoint-3's state
+
+
+def test_model_push_uploads_without_checkpoints(slip_run, monkeypatch):
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = (repo_id, kwargs)
+
+        def upload_folder(self, **kwargs):
+            calls["upload"] = kwargs
+            return "https://huggingface.co/me/slip-electronics/commit/1"
+
+    monkeypatch.setattr("slip_hf.model_card.HfApi", FakeApi)
+    assert push_model_to_hub(slip_run, "me/slip-electronics").endswith("/commit/1")
+    assert calls["create"][1]["repo_type"] == "model" and "checkpoint-*" in calls["upload"]["ignore_patterns"]
+
+
+def test_cli_evaluates_a_plain_clip_checkpoint(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, capsys):
+    code = cli_main(["evaluate", "--model_name_or_path", tiny_clip_checkpoint, "--dataset_name", str(graph_dataset_dir),
+                     "--output_dir", str(tmp_path), "--name", "CLIP (random init)", "--few_shot", "1", "--max_text_length", "24"])
+    assert code == 0
+    results = json.loads((tmp_path / "test_results.json").read_text())["CLIP (random init)"][0]
+    assert 0 < results["retrieval"]["mrr"] < 1 and "| CLIP (random init) (1 run) |" in capsys.readouterr().out
+    assert (tmp_path / "similarity_by_hop.png").stat().st_size > 10_000
