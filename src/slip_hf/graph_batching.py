@@ -143,18 +143,44 @@ class NodeGraph:
 
 
 class _EpochBatchSampler(Sampler[list[int]]):
-    """Shared bookkeeping of the batch samplers: rows <-> node ids, epoch-seeded RNG, length."""
+    """Shared bookkeeping of the batch samplers: rows <-> node ids, epoch-seeded RNG, length, and sharding.
 
-    def __init__(self, node_ids: Sequence[int] | np.ndarray, batch_size: int, drop_last: bool = False, seed: int = 0):
+    With `num_replicas > 1` (one replica per process), an epoch's node order is cut into *global* batches of
+    `batch_size * num_replicas` nodes, and replica `rank` gets slice `rank` of each: the ranks see disjoint
+    parts of the same global batch (so a cluster, and its edges, can span ranks), every rank runs the same
+    number of steps, and the order depends only on `(seed, epoch, num_replicas)`. A last, smaller global
+    batch is padded to a multiple of `num_replicas` with nodes from the epoch's first batch (as
+    `DistributedSampler` pads), or trimmed when the epoch has a single batch.
+    """
+
+    def __init__(
+        self,
+        node_ids: Sequence[int] | np.ndarray,
+        batch_size: int,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas), got rank {rank} of {num_replicas}.")
         self.node_ids = np.asarray(node_ids, dtype=np.int64).reshape(-1)
         if np.unique(self.node_ids).size != self.node_ids.size:
             raise ValueError("node_ids must be distinct: each dataset row is one graph node.")
+        if self.node_ids.size < num_replicas:
+            raise ValueError(f"{self.node_ids.size} rows cannot be shared by {num_replicas} replicas.")
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        self.num_replicas = num_replicas
+        self.rank = rank
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for `epoch`; the order is a pure function of `(seed, epoch)` (resumable)."""
@@ -165,11 +191,19 @@ class _EpochBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         rows = self.node_ids.size
-        return rows // self.batch_size if self.drop_last else math.ceil(rows / self.batch_size)
+        return rows // self.global_batch_size if self.drop_last else math.ceil(rows / self.global_batch_size)
 
     def _batches_from_order(self, rows: np.ndarray) -> Iterator[list[int]]:
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield rows[start : start + self.batch_size].tolist()
+        size, replicas = self.global_batch_size, self.num_replicas
+        for start in range(0, len(self) * size, size):
+            batch = rows[start : start + size]
+            remainder = batch.size % replicas
+            if remainder and start > 0:
+                batch = np.concatenate([batch, rows[: replicas - remainder]])  # first-batch nodes: distinct from these
+            elif remainder:
+                batch = batch[: batch.size - remainder]
+            local = batch.size // replicas
+            yield batch[self.rank * local : (self.rank + 1) * local].tolist()
 
 
 class UniformBatchSampler(_EpochBatchSampler):
@@ -192,10 +226,11 @@ class GraphClusterBatchSampler(_EpochBatchSampler):
         graph: the dataset graph.
         node_ids: node id of each dataset row (rows are what the sampler yields). Only these nodes are used, so
             a train split's sampler never pulls validation nodes into a batch.
-        batch_size: rows per batch.
-        cluster_size: nodes per BFS cluster; defaults to `max(2, batch_size // 8)`.
+        batch_size: rows per batch (per replica).
+        cluster_size: nodes per BFS cluster; defaults to `max(2, global batch size // 8)`.
         drop_last: drop the last, smaller batch.
         seed: base seed; the epoch's order depends only on `(seed, epoch)`.
+        num_replicas, rank: shard each global batch over processes (see [`_EpochBatchSampler`]).
     """
 
     def __init__(
@@ -206,12 +241,14 @@ class GraphClusterBatchSampler(_EpochBatchSampler):
         cluster_size: int | None = None,
         drop_last: bool = False,
         seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
     ):
-        super().__init__(node_ids, batch_size, drop_last=drop_last, seed=seed)
+        super().__init__(node_ids, batch_size, drop_last=drop_last, seed=seed, num_replicas=num_replicas, rank=rank)
         if self.node_ids.size and (self.node_ids.min() < 0 or self.node_ids.max() >= graph.num_nodes):
             raise ValueError(f"node_ids must be ids of the graph's nodes 0..{graph.num_nodes - 1}.")
         self.graph = graph
-        self.cluster_size = cluster_size if cluster_size is not None else max(2, batch_size // 8)
+        self.cluster_size = cluster_size if cluster_size is not None else max(2, self.global_batch_size // 8)
         if self.cluster_size < 1:
             raise ValueError(f"cluster_size must be >= 1, got {self.cluster_size}.")
         self.row_of_node = np.full(graph.num_nodes, -1, dtype=np.int64)
@@ -239,7 +276,7 @@ class GraphClusterBatchSampler(_EpochBatchSampler):
         while filled < self.node_ids.size:
             while used[seeds[cursor]]:
                 cursor += 1
-            room_in_batch = self.batch_size - filled % self.batch_size
+            room_in_batch = self.global_batch_size - filled % self.global_batch_size
             cluster = self._grow_cluster(seeds[cursor], min(self.cluster_size, room_in_batch), used, rng)
             order.extend(cluster)
             filled += sum(part.size for part in cluster)
@@ -261,16 +298,17 @@ def build_batch_sampler(
     cluster_size: int | None = None,
     drop_last: bool = False,
     seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
 ) -> _EpochBatchSampler:
-    """Make the batch sampler called `name` (`"graph"` or `"uniform"`)."""
+    """Make the batch sampler called `name` (`"graph"` or `"uniform"`), sharded over `num_replicas`."""
+    shard = {"drop_last": drop_last, "seed": seed, "num_replicas": num_replicas, "rank": rank}
     if name == "graph":
         if graph is None:
             raise ValueError("the 'graph' sampler needs the dataset graph.")
-        return GraphClusterBatchSampler(
-            graph, node_ids, batch_size, cluster_size=cluster_size, drop_last=drop_last, seed=seed
-        )
+        return GraphClusterBatchSampler(graph, node_ids, batch_size, cluster_size=cluster_size, **shard)
     if name == "uniform":
-        return UniformBatchSampler(node_ids, batch_size, drop_last=drop_last, seed=seed)
+        return UniformBatchSampler(node_ids, batch_size, **shard)
     raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
 
 

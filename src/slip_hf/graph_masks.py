@@ -48,32 +48,39 @@ def symmetric_simple_edges(edge_index: torch.Tensor, num_nodes: int) -> torch.Te
     return coalesce(to_undirected(edge_index, num_nodes=num_nodes), num_nodes=num_nodes)
 
 
-def hop_distances(edge_index: torch.Tensor, num_nodes: int, max_hops: int) -> torch.Tensor:
+def hop_distances(
+    edge_index: torch.Tensor, num_nodes: int, max_hops: int, sources: torch.Tensor | None = None
+) -> torch.Tensor:
     r"""Shortest-path hop distances dist_{G_b}(i, j) up to `max_hops`, by breadth-first frontier expansion.
 
     Each hop is one sparse-dense product :math:`R_{k} = A R_{k-1}` with the sparse adjacency A, so the cost is
-    O(max_hops * E * b) rather than the O(b^3) of dense matrix powers.
+    O(max_hops * E * S) for S sources rather than the O(b^3) of dense matrix powers.
 
     Args:
         edge_index (`torch.LongTensor` of shape `(2, E)`): edges between batch positions (any direction,
             duplicates and self loops allowed; the graph is treated as undirected).
         num_nodes (`int`): batch size b.
         max_hops (`int`): largest distance resolved.
+        sources (`torch.LongTensor` of shape `(S,)`, *optional*): the rows to compute (default: all b nodes);
+            distributed training asks for its local anchors only.
 
     Returns:
-        `torch.LongTensor` of shape `(b, b)`: 0 on the diagonal, k for pairs k <= max_hops hops apart,
+        `torch.LongTensor` of shape `(S, b)`: 0 at the source itself, k for nodes k <= max_hops hops away,
         `UNREACHABLE` (-1) otherwise.
     """
     device = edge_index.device
     edges = symmetric_simple_edges(edge_index, num_nodes)
-    dist = torch.full((num_nodes, num_nodes), UNREACHABLE, dtype=torch.long, device=device)
-    dist.fill_diagonal_(0)
+    sources = torch.arange(num_nodes, device=device) if sources is None else sources.to(device).long()
+    columns = torch.arange(sources.numel(), device=device)
+    dist = torch.full((num_nodes, sources.numel()), UNREACHABLE, dtype=torch.long, device=device)
+    dist[sources, columns] = 0
     if edges.numel() == 0 or max_hops < 1:
-        return dist
+        return dist.T.contiguous()
     adjacency = torch.sparse_coo_tensor(
         edges, torch.ones(edges.size(1), device=device), (num_nodes, num_nodes), check_invariants=False
     ).coalesce()  # `edges` is validated and coalesced above
-    frontier = torch.eye(num_nodes, device=device)
+    frontier = torch.zeros((num_nodes, sources.numel()), device=device)
+    frontier[sources, columns] = 1.0
     for hop in range(1, max_hops + 1):
         reached = torch.sparse.mm(adjacency, frontier) > 0
         new = reached & (dist == UNREACHABLE)
@@ -81,7 +88,7 @@ def hop_distances(edge_index: torch.Tensor, num_nodes: int, max_hops: int) -> to
             break
         dist[new] = hop
         frontier = new.float()
-    return dist
+    return dist.T.contiguous()
 
 
 def hop_positive_mask(
@@ -89,6 +96,7 @@ def hop_positive_mask(
     num_nodes: int,
     hops: int = 1,
     mode: Literal["within", "exact"] = "within",
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Positive mask :math:`M^+` of the structural contrastive loss (Eq. 2).
 
@@ -103,24 +111,30 @@ def hop_positive_mask(
         num_nodes (`int`): batch size b.
         hops (`int`): hop threshold h >= 1.
         mode (`str`): `"within"` or `"exact"`.
+        rows (`torch.LongTensor` of shape `(S,)`, *optional*): compute only these anchors' rows.
 
     Returns:
-        `torch.BoolTensor` of shape `(b, b)`, symmetric, False on the diagonal.
+        `torch.BoolTensor` of shape `(S, b)` (`(b, b)` by default: symmetric, False on the diagonal).
     """
     if hops < 1:
         raise ValueError(f"hops must be >= 1, got {hops}.")
+    if mode not in ("within", "exact"):
+        raise ValueError(f"mode must be 'within' or 'exact', got {mode!r}.")
     if mode == "within" and hops == 1:
-        # Fast path for the paper's default: the mask is the adjacency matrix itself.
+        # Fast path for the paper's default: the mask is (rows of) the adjacency matrix itself.
         edges = symmetric_simple_edges(edge_index, num_nodes)
-        mask = torch.zeros((num_nodes, num_nodes), dtype=torch.bool, device=edge_index.device)
-        mask[edges[0], edges[1]] = True
+        if rows is None:
+            mask = torch.zeros((num_nodes, num_nodes), dtype=torch.bool, device=edge_index.device)
+            mask[edges[0], edges[1]] = True
+            return mask
+        position = torch.full((num_nodes,), -1, dtype=torch.long, device=edge_index.device)
+        position[rows.to(edge_index.device).long()] = torch.arange(rows.numel(), device=edge_index.device)
+        keep = position[edges[0]] >= 0
+        mask = torch.zeros((rows.numel(), num_nodes), dtype=torch.bool, device=edge_index.device)
+        mask[position[edges[0][keep]], edges[1][keep]] = True
         return mask
-    dist = hop_distances(edge_index, num_nodes, max_hops=hops)
-    if mode == "within":
-        return (dist >= 1) & (dist <= hops)
-    if mode == "exact":
-        return dist == hops
-    raise ValueError(f"mode must be 'within' or 'exact', got {mode!r}.")
+    dist = hop_distances(edge_index, num_nodes, max_hops=hops, sources=rows)
+    return (dist >= 1) & (dist <= hops) if mode == "within" else dist == hops
 
 
 def restrict_edges_to_nodes(

@@ -47,6 +47,7 @@ def structural_contrastive_loss(
     self_index: torch.Tensor | None = None,
     exclude_self: bool = False,
     eps: float = 1e-8,
+    num_positives: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     r"""Structural contrastive loss over graph-neighbour positives (Eq. 5).
 
@@ -72,6 +73,8 @@ def structural_contrastive_loss(
             defaults to `arange(n)`. Only used with `exclude_self=True`.
         exclude_self (`bool`): drop the anchor from the softmax denominator.
         eps (`float`): :math:`\epsilon` of the normaliser.
+        num_positives (*optional*): :math:`\lVert M^+ \rVert` of the whole batch when `positive_mask` holds only
+            some of its anchor rows (distributed training); default: `positive_mask.sum()`.
 
     Returns:
         Scalar `torch.Tensor` (float32).
@@ -92,10 +95,13 @@ def structural_contrastive_loss(
     positive_mask = positive_mask.to(device=log_prob.device, dtype=torch.bool)
     # torch.where, not a product: 0 * -inf at the excluded anchor would be NaN.
     positive_log_prob = torch.where(positive_mask, log_prob, torch.zeros_like(log_prob))
-    return -positive_log_prob.sum() / (positive_mask.sum() + eps)
+    total = positive_mask.sum() if num_positives is None else num_positives
+    return -positive_log_prob.sum() / (total + eps)
 
 
-def auxiliary_classification_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def auxiliary_classification_loss(
+    class_logits: torch.Tensor, labels: torch.Tensor, num_labelled: torch.Tensor | float | None = None
+) -> torch.Tensor:
     r"""Category cross-entropy of the auxiliary head (Eq. 6).
 
     .. math::
@@ -105,6 +111,8 @@ def auxiliary_classification_loss(class_logits: torch.Tensor, labels: torch.Tens
         class_logits (`torch.Tensor` of shape `(n, C)`): classifier outputs.
         labels (`torch.LongTensor` of shape `(n,)`): category ids; -100 marks unlabelled nodes, which are
             skipped. A batch with no labelled node gives 0.
+        num_labelled (*optional*): N of the whole batch when these are only some of its nodes (distributed
+            training): the loss is then the sum over these nodes divided by it.
 
     Returns:
         Scalar `torch.Tensor` (float32).
@@ -116,6 +124,8 @@ def auxiliary_classification_loss(class_logits: torch.Tensor, labels: torch.Tens
         )
     if not bool((labels != -100).any()):
         return class_logits.float().sum() * 0.0
+    if num_labelled is not None:
+        return F.cross_entropy(class_logits.float(), labels, ignore_index=-100, reduction="sum") / num_labelled
     return F.cross_entropy(class_logits.float(), labels, ignore_index=-100)
 
 

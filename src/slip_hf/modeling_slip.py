@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_slip import SlipConfig
+from .distributed import GlobalBatch, gather_rows, rank_and_world_size, sum_over_processes
 from .graph_masks import hop_positive_mask, symmetric_simple_edges
 from .losses import (
     auxiliary_classification_loss,
@@ -269,6 +270,7 @@ class SlipModel(SlipPreTrainedModel):
         labels: torch.LongTensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
+        global_batch: GlobalBatch | None = None,
     ) -> SlipOutput:
         r"""
         Args:
@@ -281,6 +283,10 @@ class SlipModel(SlipPreTrainedModel):
             labels (`torch.LongTensor` of shape `(b,)`, *optional*): category ids for the aux loss; -100 skips.
             return_loss (`bool`, *optional*): compute the losses.
             interpolate_pos_encoding (`bool`): see `CLIPModel`.
+            global_batch ([`GlobalBatch`], *optional*): in a multi-process run, compute the losses over the global
+                batch (see `slip_hf.distributed`); the logits then have shape `(n, N)` (this process's rows against
+                the global batch) and each loss is this process's share, whose average over processes is the
+                global loss.
         """
         image_embeds = l2_normalize(
             self.clip.get_image_features(
@@ -292,23 +298,17 @@ class SlipModel(SlipPreTrainedModel):
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
             ).pooler_output
         )
+        if global_batch is not None and rank_and_world_size()[1] > 1:
+            return self._forward_global_batch(image_embeds, text_embeds, edge_index, labels, return_loss, global_batch)
         logits_per_text = (text_embeds @ image_embeds.T) * self.clip.logit_scale.exp()
         logits_per_image = logits_per_text.T
         batch_size = image_embeds.size(0)
 
         node_embeds = edges = None
         if self.config.use_graph:
-            if edge_index is None:
-                edge_index = torch.empty((2, 0), dtype=torch.long, device=image_embeds.device)
-            edges = symmetric_simple_edges(edge_index.to(image_embeds.device), batch_size)
-            node_embeds = F.normalize(
-                self.fusion(self.vision_graph(image_embeds, edges), self.text_graph(text_embeds, edges)), dim=-1
-            )
-
-        class_logits = None
-        if self.classifier is not None:
-            aux_input = node_embeds if node_embeds is not None else torch.cat([image_embeds, text_embeds], dim=-1)
-            class_logits = self.classifier(aux_input)
+            edges = self._batch_edges(edge_index, batch_size, image_embeds.device)
+            node_embeds = self._node_embeddings(image_embeds, text_embeds, edges)
+        class_logits = self._class_logits(image_embeds, text_embeds, node_embeds)
 
         output = SlipOutput(
             logits_per_image=logits_per_image,
@@ -328,12 +328,105 @@ class SlipModel(SlipPreTrainedModel):
             output.loss_graph = structural_contrastive_loss(
                 node_embeds,
                 positive_mask,
-                self.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp(),
+                self._graph_logit_scale(),
                 exclude_self=self.config.graph_loss_exclude_self,
                 eps=self.config.graph_loss_eps,
             )
         if class_logits is not None and labels is not None:
             output.loss_aux = auxiliary_classification_loss(class_logits, labels)
+        output.loss = slip_total_loss(
+            output.loss_clip, output.loss_graph, output.loss_aux, self.config.lambda_graph, self.config.lambda_aux
+        )
+        return output
+
+    # -- pieces shared by the single-process and the global-batch paths ----------------------------------
+    @staticmethod
+    def _batch_edges(edge_index: torch.Tensor | None, num_nodes: int, device: torch.device) -> torch.Tensor:
+        if edge_index is None:
+            edge_index = torch.empty((2, 0), dtype=torch.long, device=device)
+        return symmetric_simple_edges(edge_index.to(device), num_nodes)
+
+    def _node_embeddings(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        """Eq. 3-4: per-modality GAT stacks over the batch subgraph, fused and l2-normalised into Z `(b, d')`."""
+        return F.normalize(self.fusion(self.vision_graph(image_embeds, edges), self.text_graph(text_embeds, edges)), dim=-1)
+
+    def _class_logits(self, image_embeds, text_embeds, node_embeds) -> torch.Tensor | None:
+        if self.classifier is None:
+            return None
+        return self.classifier(node_embeds if node_embeds is not None else torch.cat([image_embeds, text_embeds], dim=-1))
+
+    def _graph_logit_scale(self) -> torch.Tensor:
+        return self.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp()
+
+    def _forward_global_batch(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        edge_index: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        return_loss: bool | None,
+        global_batch: GlobalBatch,
+    ) -> SlipOutput:
+        """The forward pass of one process of a multi-process run (see `slip_hf.distributed`)."""
+        rank, world = rank_and_world_size()
+        device, local_size = image_embeds.device, image_embeds.size(0)
+        image_all = gather_rows(image_embeds, global_batch.gather_with_grad)
+        text_all = gather_rows(text_embeds, global_batch.gather_with_grad)
+        global_size = image_all.size(0)
+        local_rows = torch.arange(rank * local_size, (rank + 1) * local_size, device=device)
+        anchors = local_rows if global_batch.local_loss else torch.arange(global_size, device=device)
+        # A mean over the anchors times `share` is this process's share of the mean over the global batch.
+        share = world * anchors.numel() / global_size if global_batch.local_loss else 1.0
+        logit_scale = self.clip.logit_scale.exp()
+        logits_per_image = logit_scale * image_all[anchors] @ text_all.T
+        logits_per_text = logit_scale * text_all[anchors] @ image_all.T
+
+        node_embeds = node_embeds_all = edges = None
+        if self.config.use_graph:
+            if global_batch.edge_index is not None:
+                edges = self._batch_edges(global_batch.edge_index, global_size, device)
+                node_embeds_all = self._node_embeddings(image_all, text_all, edges)
+                node_embeds = node_embeds_all[local_rows]
+            else:  # the graph path stays on this process's own subgraph
+                edges = self._batch_edges(edge_index, local_size, device)
+                node_embeds = self._node_embeddings(image_embeds, text_embeds, edges)
+        class_logits = self._class_logits(image_embeds, text_embeds, node_embeds)
+        output = SlipOutput(
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            node_embeds=node_embeds,
+            class_logits=class_logits,
+        )
+        if not return_loss:
+            return output
+
+        output.loss_clip = clip_contrastive_loss(logits_per_image, logits_per_text, targets=anchors) * share
+        if node_embeds_all is not None:
+            mask = hop_positive_mask(edges, global_size, self.config.hops, self.config.hop_mode, rows=anchors)
+            total = sum_over_processes(mask.sum()) if global_batch.local_loss else mask.sum()
+            output.num_positive_pairs = total
+            output.loss_graph = structural_contrastive_loss(
+                node_embeds_all[anchors],
+                mask,
+                self._graph_logit_scale(),
+                key_embeds=node_embeds_all,
+                self_index=anchors,
+                exclude_self=self.config.graph_loss_exclude_self,
+                eps=self.config.graph_loss_eps,
+                num_positives=total,
+            ) * (world if global_batch.local_loss else 1)
+        elif node_embeds is not None:
+            mask = hop_positive_mask(edges, local_size, self.config.hops, self.config.hop_mode)
+            output.num_positive_pairs = mask.sum()
+            output.loss_graph = structural_contrastive_loss(
+                node_embeds, mask, self._graph_logit_scale(),
+                exclude_self=self.config.graph_loss_exclude_self, eps=self.config.graph_loss_eps,
+            )
+        if class_logits is not None and labels is not None:
+            labelled = sum_over_processes((labels != -100).sum())
+            output.loss_aux = auxiliary_classification_loss(class_logits, labels, num_labelled=labelled.clamp(min=1)) * world
         output.loss = slip_total_loss(
             output.loss_clip, output.loss_graph, output.loss_aux, self.config.lambda_graph, self.config.lambda_aux
         )

@@ -6,10 +6,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.data_loader import prepare_data_loader
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import seed_worker
 
+from .distributed import GlobalBatch, global_batch_edge_index
 from .evaluation.retrieval import retrieval_metrics
 from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
 from .optimization import slip_parameter_groups
@@ -60,6 +62,26 @@ class SlipTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs `node_id`, which the model does not take."}
     )
+    global_clip_loss: bool = field(
+        default=True,
+        metadata={"help": "With several processes, compute the CLIP loss over the global batch (all-gathered "
+                  "embeddings, N - 1 negatives per anchor) instead of each process's local batch."},
+    )
+    global_graph_loss: bool = field(
+        default=True,
+        metadata={"help": "With several processes, run the GAT and the structural loss on the global batch's subgraph, "
+                  "edges between nodes of different processes included (needs global_clip_loss)."},
+    )
+    gather_with_grad: bool = field(
+        default=True,
+        metadata={"help": "Differentiable all-gather: gradients equal the single-process ones on the global batch. "
+                  "False: cheaper backward, each process's encoders get only their own loss share (approximate)."},
+    )
+    local_loss: bool = field(
+        default=True,
+        metadata={"help": "Each process computes its own anchor rows against the global batch: O(local x global) "
+                  "memory. False: every process computes all rows (O(global^2))."},
+    )
     retrieval_eval: bool = field(
         default=True,
         metadata={"help": "At each evaluation, also rank the eval split's image-text pairs (eval_mrr, eval_recall_at_k, "
@@ -70,6 +92,8 @@ class SlipTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.batch_sampler not in ("graph", "uniform"):
             raise ValueError(f"batch_sampler must be 'graph' or 'uniform', got {self.batch_sampler!r}.")
+        if self.global_graph_loss and not self.global_clip_loss:
+            raise ValueError("global_graph_loss needs global_clip_loss (the graph path uses the gathered embeddings).")
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
             raise ValueError(
                 "early_stopping_patience needs load_best_model_at_end=True (with matching eval/save strategies), "
@@ -82,6 +106,8 @@ class SlipTrainer(Trainer):
 
     * batches come from the graph-aware sampler (`args.batch_sampler`), with each batch's subgraph attached by
       [`SlipDataCollator`];
+    * with several processes, each global batch is sharded over them and the losses are those of the global
+      batch (`global_clip_loss`, `global_graph_loss`; see `slip_hf.distributed`);
     * the loss is the model's Eq. 7 total; `loss_clip`, `loss_graph`, `loss_aux`, the batch edge density
       (`edges_per_node`) and `positive_pairs` are averaged between logging steps and logged with `loss`;
     * the optimizer uses discriminative learning rates for CLIP and `graph_learning_rate` for the graph head;
@@ -139,6 +165,7 @@ class SlipTrainer(Trainer):
     def _graph_dataloader(self, dataset, batch_size: int, seed: int, is_training: bool) -> DataLoader:
         if "node_id" not in dataset.column_names:
             raise ValueError(f"the dataset needs a 'node_id' column; it has {dataset.column_names}.")
+        num_processes = self.accelerator.num_processes
         batch_sampler = build_batch_sampler(
             self.args.batch_sampler,
             self.graph,
@@ -147,6 +174,8 @@ class SlipTrainer(Trainer):
             cluster_size=self.args.cluster_size,
             drop_last=self.args.dataloader_drop_last,
             seed=seed,
+            num_replicas=num_processes,
+            rank=self.accelerator.process_index,
         )
         loader = DataLoader(
             dataset,
@@ -157,7 +186,11 @@ class SlipTrainer(Trainer):
             persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
             worker_init_fn=seed_worker if is_training else None,
         )
-        return self.accelerator.prepare(loader)
+        if num_processes == 1:
+            return self.accelerator.prepare(loader)
+        # The sampler already gives each process its slice of every global batch: accelerate must only move
+        # batches to the device, not shard them again.
+        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True)
 
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
@@ -187,6 +220,11 @@ class SlipTrainer(Trainer):
         """Eq. 7 from [`SlipModel`]; each part is a per-batch mean, so gradient accumulation averages them."""
         node_ids = inputs.get("node_ids")
         inputs = {k: v for k, v in inputs.items() if k not in _BATCH_METADATA}
+        if self.accelerator.num_processes > 1 and self.args.global_clip_loss:
+            edge_index = None
+            if self.args.global_graph_loss and self.graph is not None and self.accelerator.unwrap_model(model).config.use_graph:
+                edge_index, _ = global_batch_edge_index(self.graph, node_ids)
+            inputs["global_batch"] = GlobalBatch(edge_index, self.args.gather_with_grad, self.args.local_loss)
         outputs = model(**inputs, return_loss=True)
         if model.training:
             self._record_loss_parts(outputs, inputs)
