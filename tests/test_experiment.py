@@ -141,3 +141,26 @@ def test_cli_evaluates_a_plain_clip_checkpoint(graph_dataset_dir, tiny_clip_chec
     results = json.loads((tmp_path / "test_results.json").read_text())["CLIP (random init)"][0]
     assert 0 < results["retrieval"]["mrr"] < 1 and "| CLIP (random init) (1 run) |" in capsys.readouterr().out
     assert (tmp_path / "similarity_by_hop.png").stat().st_size > 10_000
+
+
+def test_ablation_tables_have_the_papers_rows(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    from slip_hf.ablation import AblationArguments, run_ablation
+
+    ablation, model_args, data_args, training_args = parse_arguments(
+        ["--table", "both", "--seeds", "0", "--batch_sizes", "8", "16", *_flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path,
+         "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "False", "--few_shot", "1")],
+        extra=(AblationArguments,),
+    )
+    result = run_ablation(ablation, model_args, data_args, training_args)
+    lines = result["markdown"].splitlines()
+    assert [line.split(" | ")[0:2] for line in lines if line.startswith("| 8 ") or line.startswith("| 16 ")] == [
+        ["| 8", "w/o G"], ["| 8", "w/ G"], ["| 16", "w/o G"], ["| 16", "w/ G"]]
+    components = [line for line in lines if line.startswith("| CLIP fine-tune") or line.startswith("| +")]
+    assert [line.split(" | ")[:4] for line in components] == [
+        ["| CLIP fine-tune (baseline)", "-", "-", "✓"], ["| + Graph only", "✓", "-", "✓"],
+        ["| + Graph + Aux", "✓", "✓", "✓"], ["| + Graph + Aux, no DLR", "✓", "✓", "-"]]
+    graph_only = SlipModel.from_pretrained(tmp_path / "graph" / "seed0")
+    assert graph_only.config.use_graph and graph_only.classifier is None
+    no_dlr = json.loads((tmp_path / "graph_aux_no_dlr" / "seed0" / "run_config.json").read_text())
+    assert no_dlr["training"]["layer_lr_decay"] == 1.0
+    assert (tmp_path / "ablation_results.md").read_text() == result["markdown"]

@@ -3,6 +3,7 @@
     slip-hf demo                                        # raw data -> dataset -> CLIP vs SLIP -> Table 2
     slip-hf train recipe.yaml                           # = python training/run_slip.py recipe.yaml
     slip-hf evaluate --model_name_or_path runs/slip --dataset_name data/
+    slip-hf ablate recipe.yaml --table components --seeds 0 1 2
     slip-hf generate-raw --raw-dir raw/                 # the embedded synthetic Amazon-schema raw files
     slip-hf build-dataset --raw-dir raw/ --out data/    # raw files -> amazon-copurchase-mm dataset
     slip-hf push-dataset --dataset-dir data/ --repo-id you/amazon-copurchase-mm
@@ -25,6 +26,8 @@ Commands:
                   YAML/JSON recipe as first argument).
   evaluate        Evaluate a SLIP or plain CLIP checkpoint on a dataset split: retrieval (Table 2),
                   zero-/few-shot classification, alignment, plots.
+  ablate          The paper's ablations from a recipe: batch sizes with and without the graph (Table 3) and
+                  the components (Table 4), several seeds, mean ± std (= python training/ablate.py).
   generate-raw    Write the embedded synthetic data: Amazon Reviews 2023 raw files (reviews, metadata) and
                   rendered product images, with a known co-purchase structure and planted bad rows.
   build-dataset   Build the co-purchase multimodal graph dataset (amazon-copurchase-mm) from raw Amazon
@@ -182,6 +185,15 @@ def evaluate(argv: Sequence[str]) -> int:
     return 0
 
 
+def ablate(argv: Sequence[str]) -> int:
+    from .ablation import AblationArguments, run_ablation
+    from .experiment import parse_arguments
+
+    ablation, model_args, data_args, training_args = parse_arguments(list(argv), prog="slip-hf ablate", extra=(AblationArguments,))
+    print(run_ablation(ablation, model_args, data_args, training_args)["markdown"])
+    return 0
+
+
 def toy_train(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="slip-hf toy-train",
@@ -268,6 +280,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo,
     "train": train,
     "evaluate": evaluate,
+    "ablate": ablate,
     "generate-raw": generate_raw,
     "build-dataset": build_dataset,
     "push-dataset": push_dataset,

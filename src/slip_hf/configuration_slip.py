@@ -110,6 +110,10 @@ class SlipConfig(PreTrainedConfig):
         if self.lambda_graph < 0 or self.lambda_aux < 0:
             raise ValueError("lambda_graph and lambda_aux must be >= 0.")
 
+    def get_text_config(self, *args, **kwargs) -> PreTrainedConfig:
+        """The text tower's config is CLIP's (special token ids, vocabulary), as `Trainer` and pipelines expect."""
+        return self.clip_config.get_text_config(*args, **kwargs)
+
     @property
     def projection_dim(self) -> int:
         """Width of the CLIP embedding space (E_v, E_t)."""

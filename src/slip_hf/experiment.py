@@ -187,9 +187,10 @@ def run_experiment(
     return results
 
 
-def parse_arguments(argv: list[str] | None = None, prog: str | None = None) -> tuple[ModelArguments, DataArguments, SlipTrainingArguments]:
-    """Parse the three dataclasses from the command line; a leading `.yaml`/`.json` file gives defaults that
-    later flags override (`run_slip.py recipes/electronics.yaml --num_train_epochs 5`)."""
+def parse_arguments(argv: list[str] | None = None, prog: str | None = None, extra: tuple[type, ...] = ()) -> tuple:
+    """Parse `(*extra, ModelArguments, DataArguments, SlipTrainingArguments)` from the command line; a leading
+    `.yaml`/`.json` file gives defaults that later flags override
+    (`run_slip.py recipes/electronics.yaml --num_train_epochs 5`)."""
     import sys
 
     import yaml
@@ -204,8 +205,8 @@ def parse_arguments(argv: list[str] | None = None, prog: str | None = None) -> t
             flags.append(f"--{key}")
             flags.extend(str(v) for v in value) if isinstance(value, list) else flags.append(str(value))
         argv = flags + argv[1:]
-    parser = HfArgumentParser((ModelArguments, DataArguments, SlipTrainingArguments), prog=prog)
-    return parser.parse_args_into_dataclasses(argv)
+    parser = HfArgumentParser((*extra, ModelArguments, DataArguments, SlipTrainingArguments), prog=prog)
+    return tuple(parser.parse_args_into_dataclasses(argv))
 
 
 __all__ = ["DataArguments", "ModelArguments", "parse_arguments", "run_experiment"]

@@ -1,0 +1,117 @@
+"""The paper's ablations, several seeds each, printed in its layout with mean ± std:
+
+* Table 3, batch size: for each batch size, the CLIP fine-tuning baseline ("w/o G") and SLIP ("w/ G");
+* Table 4, components at one batch size: CLIP fine-tune; + Graph only; + Graph + Aux; + Graph + Aux without
+  discriminative learning rates (layer decay 1.0).
+
+Every run is [`run_experiment`] with the same recipe (model, data, schedule) and only the ablated setting
+changed, so the rows differ by exactly what their label says.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .experiment import DataArguments, ModelArguments, run_experiment
+from .trainer import SlipTrainingArguments
+
+COMPONENT_VARIANTS = {
+    # name: (run folder, baseline, aux head, discriminative LR)
+    "CLIP fine-tune (baseline)": ("clip", "clip", False, True),
+    "+ Graph only": ("graph", "slip", False, True),
+    "+ Graph + Aux": ("graph_aux", "slip", True, True),
+    "+ Graph + Aux, no DLR": ("graph_aux_no_dlr", "slip", True, False),
+}
+_COLUMNS = (
+    ("i2t", "mrr_i2t", 3), ("t2i", "mrr_t2i", 3), ("Mean", "mrr", 3), ("Med", "median_rank", 1),
+    ("Mean rank", "mean_rank", 1), ("@1", "recall_at_1", 3), ("@5", "recall_at_5", 3), ("@10", "recall_at_10", 3),
+)
+
+
+@dataclass
+class AblationArguments:
+    """What to ablate (the recipe's other arguments are shared by every run)."""
+
+    table: str = field(default="components", metadata={"help": "'batch_size' (Table 3), 'components' (Table 4) or 'both'."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds per row."})
+    batch_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024], metadata={"help": "Table 3's batch sizes."})
+
+
+def _cell(values: list[float], digits: int) -> str:
+    return f"{np.mean(values):.{digits}f}" + (f" ± {np.std(values):.{digits}f}" if len(values) > 1 else "")
+
+
+def _row(prefix: list[str], results: list[dict]) -> str:
+    cells = [_cell([r["retrieval"][key] for r in results], digits) for _, key, digits in _COLUMNS]
+    return "| " + " | ".join(prefix + cells) + " |"
+
+
+def batch_size_table(rows: dict[tuple[int, str], list[dict]]) -> str:
+    """Table 3: `rows[(batch_size, "w/o G" | "w/ G")]` -> markdown."""
+    header = "| Batch | Graph | MRR " + " | ".join(name for name, _, _ in _COLUMNS) + " |"
+    lines = [header, "|---:|---|" + "---:|" * len(_COLUMNS)]
+    lines += [_row([f"{size:,}", graph], results) for (size, graph), results in rows.items()]
+    return "\n".join(lines)
+
+
+def components_table(rows: dict[str, list[dict]]) -> str:
+    """Table 4: `rows[variant]` -> markdown with the G / Aux / DLR marks."""
+    header = "| Variant | G | Aux | DLR | MRR " + " | ".join(name for name, _, _ in _COLUMNS) + " |"
+    lines = [header, "|---|:-:|:-:|:-:|" + "---:|" * len(_COLUMNS)]
+    for name, results in rows.items():
+        _, baseline, aux, dlr = COMPONENT_VARIANTS[name]
+        marks = ["✓" if baseline == "slip" else "-", "✓" if aux else "-", "✓" if dlr else "-"]
+        lines.append(_row([name, *marks], results))
+    return "\n".join(lines)
+
+
+def _run(model_args, data_args, training_args, out: Path, label: str, seed: int, **changes) -> dict:
+    model_changes = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(ModelArguments)}}
+    training_changes = {k: v for k, v in changes.items() if k not in model_changes}
+    run_dir = out / label / f"seed{seed}"
+    args = dataclasses.replace(training_args, output_dir=str(run_dir), seed=seed, data_seed=seed, **training_changes)
+    result = run_experiment(dataclasses.replace(model_args, **model_changes), dataclasses.replace(data_args, plots=False), args, run_name=label)
+    return result["test"]
+
+
+def run_ablation(
+    ablation: AblationArguments, model_args: ModelArguments, data_args: DataArguments, training_args: SlipTrainingArguments
+) -> dict[str, Any]:
+    """Run the requested tables; returns their markdown and raw results and writes `ablation_results.{json,md}`."""
+    if ablation.table not in ("batch_size", "components", "both"):
+        raise ValueError(f"table must be 'batch_size', 'components' or 'both', got {ablation.table!r}.")
+    out = Path(training_args.output_dir)
+    report, raw = [], {}
+    if ablation.table in ("batch_size", "both"):
+        rows: dict[tuple[int, str], list[dict]] = {}
+        for size in ablation.batch_sizes:
+            for graph, baseline in (("w/o G", "clip"), ("w/ G", "slip")):
+                label = f"batch{size}-{'graph' if baseline == 'slip' else 'nograph'}"
+                rows[(size, graph)] = [
+                    _run(model_args, data_args, training_args, out, label, seed, baseline=baseline, per_device_train_batch_size=size)
+                    for seed in ablation.seeds
+                ]
+        report.append("## Batch size (Table 3)\n\n" + batch_size_table(rows))
+        raw["batch_size"] = {f"{size} {graph}": results for (size, graph), results in rows.items()}
+    if ablation.table in ("components", "both"):
+        rows_c: dict[str, list[dict]] = {}
+        for name, (label, baseline, aux, dlr) in COMPONENT_VARIANTS.items():
+            decay = training_args.layer_lr_decay if dlr else 1.0
+            rows_c[name] = [
+                _run(model_args, data_args, training_args, out, label, seed, baseline=baseline, aux_head=aux, layer_lr_decay=decay)
+                for seed in ablation.seeds
+            ]
+        report.append(f"## Components at batch {training_args.per_device_train_batch_size} (Table 4)\n\n" + components_table(rows_c))
+        raw["components"] = rows_c
+    markdown = "\n\n".join(report) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation_results.md").write_text(markdown)
+    (out / "ablation_results.json").write_text(json.dumps(raw, indent=1))
+    return {"markdown": markdown, "results": raw}
+
+
+__all__ = ["AblationArguments", "COMPONENT_VARIANTS", "batch_size_table", "components_table", "run_ablation"]
