@@ -73,7 +73,7 @@ def run(rank: int, world: int, port: int, args, mode: str, queue) -> None:
     torch.set_num_threads(max(1, args.threads // world))
     hf_logging.set_verbosity_error()
     if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
         dist.init_process_group("gloo", rank=rank, world_size=world)
     model = build_model(args.hidden, args.layers)
     module = DistributedDataParallel(model) if world > 1 else model
@@ -96,7 +96,9 @@ def run(rank: int, world: int, port: int, args, mode: str, queue) -> None:
             times.append(time.perf_counter() - start)
     if rank == 0:
         queue.put(statistics.median(times))
+    del module, model, optimizer  # DDP must go before its process group
     if world > 1:
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -180,7 +180,7 @@ def test_push_uploads_the_folder_without_work_files(built, monkeypatch):
             calls["upload"] = kwargs
             return "https://huggingface.co/datasets/me/amazon-copurchase-mm/commit/abc"
 
-    monkeypatch.setattr("slip_hf.data.hub.HfApi", FakeApi)
+    monkeypatch.setattr("slip_hf.hub_upload.HfApi", FakeApi)
     url = push_dataset_to_hub(out_dir, "me/amazon-copurchase-mm", private=True)
     assert url.endswith("/commit/abc")
     assert calls["create"] == ("me/amazon-copurchase-mm", {"repo_type": "dataset", "private": True, "exist_ok": True})

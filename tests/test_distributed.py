@@ -2,6 +2,7 @@
 
 import os
 import socket
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -57,9 +58,14 @@ def _loss_parts(output) -> dict[str, torch.Tensor]:
     return {name: getattr(output, name).detach().reshape(1) for name in ("loss", "loss_clip", "loss_graph", "loss_aux")}
 
 
+def _init(rank: int, port: int, **extra_env: str) -> None:
+    # loopback only, and a short timeout: a broken rendezvous fails the test instead of hanging it
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", **extra_env)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    _init(rank, port)
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
     for name, case in CASES.items():
         model = DistributedDataParallel(_model(case["hops"]))
@@ -74,6 +80,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         if rank == 0:
             grads = {f"grad.{n}": p.grad.detach().clone() for n, p in model.module.named_parameters() if p.grad is not None}
             save_file({**grads, **parts}, os.path.join(out_dir, f"{name}.safetensors"))
+        del model, output  # a DDP model must go before its process group: its destructor can hang otherwise
+    dist.barrier()
     dist.destroy_process_group()
 
 
@@ -98,8 +106,14 @@ def _single_process(hops: int) -> tuple[dict[str, torch.Tensor], dict[str, torch
     return grads, _loss_parts(output)
 
 
-# Tolerance: float32, and the two runs add the same terms in a different order.
-ATOL, RTOL = 2e-6, 1e-4
+# Tolerance: float32, and the two runs add the same terms in a different order. Losses agree to 1e-5 relative;
+# a gradient tensor agrees to 1e-5 of its largest entry, with a 1e-6 floor for gradients that are zero up to
+# rounding (the attention key bias: softmax ignores a constant shift of the keys).
+ATOL, RTOL = 2e-6, 1e-5
+
+
+def _close(result: torch.Tensor, expected: torch.Tensor) -> bool:
+    return bool((result - expected).abs().max() <= 1e-5 * expected.abs().max() + 1e-6)
 
 
 @pytest.mark.parametrize("case", ["hops1", "hops2", "full_rows"])
@@ -110,7 +124,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(two_process_results
         assert torch.allclose(result[name], value, atol=ATOL, rtol=RTOL), (name, result[name], value)
     assert parts["loss_graph"] > 0 and set(grads) == {k for k in result if k.startswith("grad.")}
     for name, grad in grads.items():
-        assert torch.allclose(result[name], grad, atol=ATOL, rtol=RTOL), (name, (result[name] - grad).abs().max())
+        assert _close(result[name], grad), (name, (result[name] - grad).abs().max(), grad.abs().max())
 
 
 def test_cross_process_edges_change_the_loss():
@@ -127,10 +141,10 @@ def test_gather_without_grad_keeps_the_loss_but_not_the_encoder_gradients(two_pr
     for name, value in parts.items():
         assert torch.allclose(result[name], value, atol=ATOL, rtol=RTOL), name
     # The graph head sees the whole global batch on each process: its gradient is exact ...
-    assert torch.allclose(result["grad.fusion.dense.weight"], grads["grad.fusion.dense.weight"], atol=ATOL, rtol=RTOL)
+    assert _close(result["grad.fusion.dense.weight"], grads["grad.fusion.dense.weight"])
     # ... the encoders only get their own process's share: an approximation (open_clip's default).
     name = "grad.clip.visual_projection.weight"
-    assert not torch.allclose(result[name], grads[name], atol=1e-4, rtol=1e-2)
+    assert (result[name] - grads[name]).abs().max() > 1e-2 * grads[name].abs().max()
 
 
 @pytest.mark.parametrize("sampler_name", ["graph", "uniform"])
@@ -163,8 +177,9 @@ def test_graph_sampler_shards_keep_clusters_across_ranks(node_graph):
 
 
 def _trainer_worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD))
+    # accelerate initialises the process group from these variables
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
     from slip_hf.processing import NodeTransform
     from slip_hf.toy import make_toy_graph, tiny_clip_config, toy_image_processor, train_toy_tokenizer

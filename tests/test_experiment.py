@@ -129,7 +129,7 @@ def test_model_push_uploads_without_checkpoints(slip_run, monkeypatch):
             calls["upload"] = kwargs
             return "https://huggingface.co/me/slip-electronics/commit/1"
 
-    monkeypatch.setattr("slip_hf.model_card.HfApi", FakeApi)
+    monkeypatch.setattr("slip_hf.hub_upload.HfApi", FakeApi)
     assert push_model_to_hub(slip_run, "me/slip-electronics").endswith("/commit/1")
     assert calls["create"][1]["repo_type"] == "model" and "checkpoint-*" in calls["upload"]["ignore_patterns"]
 

@@ -42,7 +42,7 @@ class DemoConfig:
     image_size: int = field(default=32, metadata={"help": "Image side seen by the tiny CLIP."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the tiny CLIP towers."})
     num_layers: int = field(default=2, metadata={"help": "Layers per tiny CLIP tower."})
-    epochs: int = field(default=30, metadata={"help": "Training epochs of every run."})
+    epochs: int = field(default=20, metadata={"help": "Training epochs of every run."})
     batch_size: int = field(default=128, metadata={"help": "Nodes per batch (graph-aware sampler for both models)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "CLIP learning rate (random init: no layer decay)."})
     graph_learning_rate: float = field(default=4e-3, metadata={"help": "Graph-head learning rate (paper: 4e-3)."})

@@ -2,12 +2,12 @@
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluation.runner import classification_table, retrieval_table
+from .hub_upload import upload_folder_to_hub
 
 _RETRIEVAL_METRICS = ("mrr", "mrr_i2t", "mrr_t2i", "recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "mean_rank")
 
@@ -113,18 +113,12 @@ rank and Recall@k as in Table 2 of the SLIP paper.
 
 
 def push_model_to_hub(model_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Create the model repo if needed and upload a saved model folder (weights, config, tokenizer, image
-    processor, card, result files), without training checkpoints. Returns the commit URL."""
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(Path(model_dir)),
-        repo_type="model",
-        commit_message="Upload SLIP model",
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**"],
+    """Upload a saved model folder (weights, config, tokenizer, image processor, card, result files) to a model
+    repo, without training checkpoints. Returns the commit URL."""
+    return upload_folder_to_hub(
+        model_dir, repo_id, "model", private=private, token=token,
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**"], commit_message="Upload SLIP model",
     )
-    return str(getattr(info, "commit_url", info))
 
 
 __all__ = ["build_model_card", "push_model_to_hub"]

@@ -298,16 +298,37 @@ class SlipModel(SlipPreTrainedModel):
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
             ).pooler_output
         )
-        if global_batch is not None and rank_and_world_size()[1] > 1:
-            return self._forward_global_batch(image_embeds, text_embeds, edge_index, labels, return_loss, global_batch)
-        logits_per_text = (text_embeds @ image_embeds.T) * self.clip.logit_scale.exp()
-        logits_per_image = logits_per_text.T
-        batch_size = image_embeds.size(0)
+        rank, world = rank_and_world_size() if global_batch is not None else (0, 1)
+        distributed = world > 1
+        local_size, device = image_embeds.size(0), image_embeds.device
+        # The batch the losses see: this process's own, or the global batch of all processes.
+        image_all = gather_rows(image_embeds, global_batch.gather_with_grad) if distributed else image_embeds
+        text_all = gather_rows(text_embeds, global_batch.gather_with_grad) if distributed else text_embeds
+        batch_size = image_all.size(0)
+        local_rows = torch.arange(rank * local_size, (rank + 1) * local_size, device=device)
+        # `anchors`: the rows this process computes (None = all); a mean over them times `share` is this
+        # process's share of the mean over the batch (see `slip_hf.distributed`).
+        local_loss = distributed and global_batch.local_loss
+        anchors = local_rows if local_loss else None
+        share = world * local_size / batch_size if local_loss else 1.0
 
-        node_embeds = edges = None
-        if self.config.use_graph:
-            edges = self._batch_edges(edge_index, batch_size, image_embeds.device)
-            node_embeds = self._node_embeddings(image_embeds, text_embeds, edges)
+        logit_scale = self.clip.logit_scale.exp()
+        if anchors is None:  # CLIPModel's own operations, so that zero loss weights reproduce CLIP bit for bit
+            logits_per_text = (text_all @ image_all.T) * logit_scale
+            logits_per_image = logits_per_text.T
+        else:
+            logits_per_image = (image_all[anchors] @ text_all.T) * logit_scale
+            logits_per_text = (text_all[anchors] @ image_all.T) * logit_scale
+
+        node_embeds = node_embeds_all = edges = None
+        graph_is_global = not distributed or global_batch.edge_index is not None
+        if self.config.use_graph and graph_is_global:
+            edges = self._batch_edges(global_batch.edge_index if distributed else edge_index, batch_size, device)
+            node_embeds_all = self._node_embeddings(image_all, text_all, edges)
+            node_embeds = node_embeds_all[local_rows] if distributed else node_embeds_all
+        elif self.config.use_graph:  # several processes, but the graph path stays on this process's subgraph
+            edges = self._batch_edges(edge_index, local_size, device)
+            node_embeds = node_embeds_all = self._node_embeddings(image_embeds, text_embeds, edges)
         class_logits = self._class_logits(image_embeds, text_embeds, node_embeds)
 
         output = SlipOutput(
@@ -321,25 +342,36 @@ class SlipModel(SlipPreTrainedModel):
         if not return_loss:
             return output
 
-        output.loss_clip = clip_contrastive_loss(logits_per_image, logits_per_text)
-        if node_embeds is not None:
-            positive_mask = hop_positive_mask(edges, batch_size, hops=self.config.hops, mode=self.config.hop_mode)
-            output.num_positive_pairs = positive_mask.sum()
+        output.loss_clip = clip_contrastive_loss(logits_per_image, logits_per_text, targets=anchors)
+        if local_loss:
+            output.loss_clip = output.loss_clip * share
+        if node_embeds_all is not None:
+            graph_anchors = anchors if graph_is_global else None
+            mask = hop_positive_mask(edges, node_embeds_all.size(0), self.config.hops, self.config.hop_mode, rows=graph_anchors)
+            output.num_positive_pairs = sum_over_processes(mask.sum()) if graph_anchors is not None else mask.sum()
             output.loss_graph = structural_contrastive_loss(
-                node_embeds,
-                positive_mask,
-                self._graph_logit_scale(),
+                node_embeds_all if graph_anchors is None else node_embeds_all[graph_anchors],
+                mask,
+                self.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp(),
+                key_embeds=None if graph_anchors is None else node_embeds_all,
+                self_index=graph_anchors,
                 exclude_self=self.config.graph_loss_exclude_self,
                 eps=self.config.graph_loss_eps,
+                num_positives=output.num_positive_pairs,
             )
+            if graph_anchors is not None:
+                output.loss_graph = output.loss_graph * world
         if class_logits is not None and labels is not None:
-            output.loss_aux = auxiliary_classification_loss(class_logits, labels)
+            if distributed:
+                labelled = sum_over_processes((labels != -100).sum()).clamp(min=1)
+                output.loss_aux = auxiliary_classification_loss(class_logits, labels, num_labelled=labelled) * world
+            else:
+                output.loss_aux = auxiliary_classification_loss(class_logits, labels)
         output.loss = slip_total_loss(
             output.loss_clip, output.loss_graph, output.loss_aux, self.config.lambda_graph, self.config.lambda_aux
         )
         return output
 
-    # -- pieces shared by the single-process and the global-batch paths ----------------------------------
     @staticmethod
     def _batch_edges(edge_index: torch.Tensor | None, num_nodes: int, device: torch.device) -> torch.Tensor:
         if edge_index is None:
@@ -354,83 +386,6 @@ class SlipModel(SlipPreTrainedModel):
         if self.classifier is None:
             return None
         return self.classifier(node_embeds if node_embeds is not None else torch.cat([image_embeds, text_embeds], dim=-1))
-
-    def _graph_logit_scale(self) -> torch.Tensor:
-        return self.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp()
-
-    def _forward_global_batch(
-        self,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        edge_index: torch.Tensor | None,
-        labels: torch.Tensor | None,
-        return_loss: bool | None,
-        global_batch: GlobalBatch,
-    ) -> SlipOutput:
-        """The forward pass of one process of a multi-process run (see `slip_hf.distributed`)."""
-        rank, world = rank_and_world_size()
-        device, local_size = image_embeds.device, image_embeds.size(0)
-        image_all = gather_rows(image_embeds, global_batch.gather_with_grad)
-        text_all = gather_rows(text_embeds, global_batch.gather_with_grad)
-        global_size = image_all.size(0)
-        local_rows = torch.arange(rank * local_size, (rank + 1) * local_size, device=device)
-        anchors = local_rows if global_batch.local_loss else torch.arange(global_size, device=device)
-        # A mean over the anchors times `share` is this process's share of the mean over the global batch.
-        share = world * anchors.numel() / global_size if global_batch.local_loss else 1.0
-        logit_scale = self.clip.logit_scale.exp()
-        logits_per_image = logit_scale * image_all[anchors] @ text_all.T
-        logits_per_text = logit_scale * text_all[anchors] @ image_all.T
-
-        node_embeds = node_embeds_all = edges = None
-        if self.config.use_graph:
-            if global_batch.edge_index is not None:
-                edges = self._batch_edges(global_batch.edge_index, global_size, device)
-                node_embeds_all = self._node_embeddings(image_all, text_all, edges)
-                node_embeds = node_embeds_all[local_rows]
-            else:  # the graph path stays on this process's own subgraph
-                edges = self._batch_edges(edge_index, local_size, device)
-                node_embeds = self._node_embeddings(image_embeds, text_embeds, edges)
-        class_logits = self._class_logits(image_embeds, text_embeds, node_embeds)
-        output = SlipOutput(
-            logits_per_image=logits_per_image,
-            logits_per_text=logits_per_text,
-            image_embeds=image_embeds,
-            text_embeds=text_embeds,
-            node_embeds=node_embeds,
-            class_logits=class_logits,
-        )
-        if not return_loss:
-            return output
-
-        output.loss_clip = clip_contrastive_loss(logits_per_image, logits_per_text, targets=anchors) * share
-        if node_embeds_all is not None:
-            mask = hop_positive_mask(edges, global_size, self.config.hops, self.config.hop_mode, rows=anchors)
-            total = sum_over_processes(mask.sum()) if global_batch.local_loss else mask.sum()
-            output.num_positive_pairs = total
-            output.loss_graph = structural_contrastive_loss(
-                node_embeds_all[anchors],
-                mask,
-                self._graph_logit_scale(),
-                key_embeds=node_embeds_all,
-                self_index=anchors,
-                exclude_self=self.config.graph_loss_exclude_self,
-                eps=self.config.graph_loss_eps,
-                num_positives=total,
-            ) * (world if global_batch.local_loss else 1)
-        elif node_embeds is not None:
-            mask = hop_positive_mask(edges, local_size, self.config.hops, self.config.hop_mode)
-            output.num_positive_pairs = mask.sum()
-            output.loss_graph = structural_contrastive_loss(
-                node_embeds, mask, self._graph_logit_scale(),
-                exclude_self=self.config.graph_loss_exclude_self, eps=self.config.graph_loss_eps,
-            )
-        if class_logits is not None and labels is not None:
-            labelled = sum_over_processes((labels != -100).sum())
-            output.loss_aux = auxiliary_classification_loss(class_logits, labels, num_labelled=labelled.clamp(min=1)) * world
-        output.loss = slip_total_loss(
-            output.loss_clip, output.loss_graph, output.loss_aux, self.config.lambda_graph, self.config.lambda_aux
-        )
-        return output
 
 
 __all__ = ["SlipFusion", "SlipGraphEncoder", "SlipModel", "SlipOutput", "SlipPreTrainedModel"]

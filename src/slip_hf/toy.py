@@ -11,25 +11,13 @@ case); co-purchase edges connect items of complementary lines, so 1-hop neighbou
 
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, Value
-from PIL import Image as PILImage
-from PIL import ImageDraw
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from tokenizers import decoders as tokenizer_decoders
 from transformers import CLIPConfig, PreTrainedTokenizerFast
 
+from .data.synthetic import BRANDS, COLORS, SHAPES, render_product_image
+
 CATEGORIES = ("audio", "camera", "computer", "phone", "television", "gaming", "storage", "network")
-SHAPES = ("circle", "square", "triangle", "stripes", "ring", "cross")
-COLORS = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 60),
-    "blue": (40, 70, 220),
-    "yellow": (230, 210, 40),
-    "purple": (150, 50, 190),
-    "orange": (240, 140, 30),
-    "black": (20, 20, 20),
-    "white": (240, 240, 240),
-}
-BRANDS = ("acme", "zenith", "orbit", "nova", "vertex", "lumen", "pulse", "quanta")
 BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
 
 
@@ -44,31 +32,6 @@ def power_law_edges(num_nodes: int, num_edges: int, exponent: float = 2.5, seed:
     weights /= weights.sum()
     permutation = rng.permutation(num_nodes)  # hubs at random ids
     return permutation[rng.choice(num_nodes, size=(2, num_edges), p=weights)]
-
-
-def _render_item(shape: str, color: tuple[int, int, int], background: tuple[int, int, int], size: int, rng) -> PILImage.Image:
-    image = PILImage.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(image)
-    scale = rng.uniform(0.5, 0.8) * size
-    x0, y0 = rng.uniform(0, size - scale, size=2)
-    box = (x0, y0, x0 + scale, y0 + scale)
-    if shape == "circle":
-        draw.ellipse(box, fill=color)
-    elif shape == "square":
-        draw.rectangle(box, fill=color)
-    elif shape == "triangle":
-        draw.polygon([(x0, y0 + scale), (x0 + scale / 2, y0), (x0 + scale, y0 + scale)], fill=color)
-    elif shape == "stripes":
-        for offset in range(0, int(scale), max(2, size // 8)):
-            draw.rectangle((x0 + offset, y0, x0 + offset + max(1, size // 16), y0 + scale), fill=color)
-    elif shape == "ring":
-        draw.ellipse(box, outline=color, width=max(2, size // 10))
-    else:  # cross
-        bar = scale / 4
-        draw.rectangle((x0, y0 + scale / 2 - bar / 2, x0 + scale, y0 + scale / 2 + bar / 2), fill=color)
-        draw.rectangle((x0 + scale / 2 - bar / 2, y0, x0 + scale / 2 + bar / 2, y0 + scale), fill=color)
-    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, size=(size, size, 3))
-    return PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def make_toy_graph(
@@ -106,7 +69,7 @@ def make_toy_graph(
         category = CATEGORIES[line_category[line]]
         titles.append(f"{BRANDS[line_brand[line]]} {color} {SHAPES[line_shape[line]]} {category} model {line:03d}")
         images.append(
-            _render_item(SHAPES[line_shape[line]], COLORS[color], backgrounds[line_category[line]], image_size, rng)
+            render_product_image(SHAPES[line_shape[line]], COLORS[color], backgrounds[line_category[line]], image_size, rng)
         )
 
     members = [np.flatnonzero(line_of_node == line) for line in range(num_lines)]

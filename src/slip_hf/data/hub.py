@@ -7,14 +7,13 @@
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
-from huggingface_hub import HfApi
 
 from ..graph_batching import NodeGraph
+from ..hub_upload import upload_folder_to_hub
 from .writing import SPLITS, edges_config_name
 
 
@@ -81,18 +80,12 @@ def push_dataset_to_hub(
     token: str | None = None,
     commit_message: str = "Upload amazon-copurchase-mm",
 ) -> str:
-    """Create the dataset repo if needed and upload the built folder (parquet files, card, stats), leaving
-    out the build's intermediate files. Returns the commit URL."""
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(Path(dataset_dir)),
-        repo_type="dataset",
-        commit_message=commit_message,
-        ignore_patterns=[".work/*", ".work/**"],
+    """Upload a built dataset folder (parquet files, card, stats) to a dataset repo, leaving out the build's
+    intermediate files. Returns the commit URL."""
+    return upload_folder_to_hub(
+        dataset_dir, repo_id, "dataset", private=private, token=token,
+        ignore_patterns=[".work/*", ".work/**"], commit_message=commit_message,
     )
-    return str(getattr(info, "commit_url", info))
 
 
 __all__ = ["CopurchaseGraph", "load_copurchase_graph", "push_dataset_to_hub"]
