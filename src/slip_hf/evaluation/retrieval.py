@@ -58,23 +58,30 @@ def retrieval_ranks(
         raise ValueError(f"ties must be 'pessimistic', 'optimistic' or 'average', got {ties!r}.")
     num = image_embeds.size(0)
     true_scores = (image_embeds * text_embeds).sum(-1)
-    greater_i2t = torch.zeros(num, dtype=torch.float64)
-    equal_i2t = torch.zeros(num, dtype=torch.float64)
-    greater_t2i = torch.zeros(num, dtype=torch.float64)
-    equal_t2i = torch.zeros(num, dtype=torch.float64)
+    # Competitors at or above (true - tolerance) rank ahead pessimistically; above (true + tolerance), optimistically.
+    bounds = {"pessimistic": (-tie_tolerance,), "optimistic": (tie_tolerance,), "average": (-tie_tolerance, tie_tolerance)}[ties]
+    ahead_i2t = {bound: torch.zeros(num, dtype=torch.int64) for bound in bounds}
+    ahead_t2i = {bound: torch.zeros(num, dtype=torch.int64) for bound in bounds}
+    chunk_size = min(chunk_size, num)
+    # Counting a boolean tensor into int64 costs more than the comparison; a reused buffer viewed as uint8 and
+    # narrow accumulators (a column count within a chunk is at most chunk_size) keep each pass cheap.
+    ahead = torch.empty((chunk_size, num), dtype=torch.bool)
+    column_dtype = torch.int16 if chunk_size <= torch.iinfo(torch.int16).max else torch.int32
     for start in range(0, num, chunk_size):
         stop = min(start + chunk_size, num)
         scores = image_embeds[start:stop] @ text_embeds.T  # (c, N)
         rows = torch.arange(stop - start)
         scores[rows, rows + start] = float("-inf")  # the pair itself is not a competitor in either direction
-        row_low, row_high = true_scores[start:stop, None] - tie_tolerance, true_scores[start:stop, None] + tie_tolerance
-        greater_i2t[start:stop] = (scores > row_high).sum(1, dtype=torch.float64)
-        equal_i2t[start:stop] = (scores >= row_low).sum(1, dtype=torch.float64) - greater_i2t[start:stop]
-        above_high = (scores > (true_scores + tie_tolerance)[None, :]).sum(0, dtype=torch.float64)
-        greater_t2i += above_high
-        equal_t2i += (scores >= (true_scores - tie_tolerance)[None, :]).sum(0, dtype=torch.float64) - above_high
-    weight = {"pessimistic": 1.0, "optimistic": 0.0, "average": 0.5}[ties]
-    return 1 + greater_i2t + weight * equal_i2t, 1 + greater_t2i + weight * equal_t2i
+        buffer = ahead[: stop - start]
+        for bound in bounds:
+            compare = torch.ge if bound < 0 else torch.gt
+            compare(scores, (true_scores[start:stop] + bound)[:, None], out=buffer)
+            ahead_i2t[bound][start:stop] += buffer.view(torch.uint8).sum(1, dtype=torch.int32)
+            compare(scores, (true_scores + bound)[None, :], out=buffer)
+            ahead_t2i[bound] += buffer.view(torch.uint8).sum(0, dtype=column_dtype)
+    ranks_i2t = 1 + sum(count.double() for count in ahead_i2t.values()) / len(bounds)
+    ranks_t2i = 1 + sum(count.double() for count in ahead_t2i.values()) / len(bounds)
+    return ranks_i2t, ranks_t2i
 
 
 def metrics_from_ranks(ranks_i2t: torch.Tensor, ranks_t2i: torch.Tensor, recall_at: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
