@@ -9,7 +9,13 @@ import torch
 from datasets import load_dataset
 from transformers import CLIPModel
 
-from slip_hf.data import BuildConfig, build_dataset, generate_synthetic_raw, load_copurchase_graph, push_dataset_to_hub
+from slip_hf.data import (
+    BuildConfig,
+    build_dataset,
+    generate_synthetic_raw,
+    load_copurchase_graph,
+    push_dataset_to_hub,
+)
 from slip_hf.data.clip_score import clip_t_scores
 from slip_hf.embedding import encode_images, encode_texts
 from slip_hf.toy import tiny_clip_config, toy_image_processor, train_toy_tokenizer

@@ -228,9 +228,10 @@ class SlipTrainer(Trainer):
         outputs = model(**inputs, return_loss=True)
         if model.training:
             self._record_loss_parts(outputs, inputs)
-        elif self._eval_embeddings is not None:
-            for name, value in (("image", outputs.image_embeds), ("text", outputs.text_embeds), ("node_ids", node_ids)):
-                self._eval_embeddings[name].append(value.detach().float() if name != "node_ids" else value.to(outputs.image_embeds.device))
+        elif self._eval_embeddings is not None:  # kept for the retrieval metrics of `evaluation_loop`
+            self._eval_embeddings["image"].append(outputs.image_embeds.detach().float())
+            self._eval_embeddings["text"].append(outputs.text_embeds.detach().float())
+            self._eval_embeddings["node_ids"].append(node_ids.to(outputs.image_embeds.device))
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -28,7 +28,6 @@ inputs; a re-run reuses what is still valid and recomputes the rest (the image s
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from ..graph_batching import NodeGraph
 from .amazon_raw import RawCategoryFiles, download_raw_files, iter_review_texts, locate_raw_files
@@ -52,7 +50,6 @@ from .kcore import kcore_bipartite, kcore_graph
 from .labels import assign_labels
 from .synthetic import load_synthetic_truth
 from .writing import SPLITS, write_config
-
 
 
 @dataclass
