@@ -92,3 +92,23 @@ def tiny_clip_checkpoint(tmp_path_factory, graph_dataset_dir):
     directory = tmp_path_factory.mktemp("tiny_clip")
     return write_tiny_clip_checkpoint(str(directory), titles, image_size=IMAGE_SIZE, hidden_size=32, num_layers=1,
                                       projection_dim=16, vocab_size=300, max_length=24)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Stands in for `huggingface_hub.HfApi` in slip_hf's upload helper; returns the calls it received."""
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = (repo_id, kwargs)
+
+        def upload_folder(self, **kwargs):
+            calls["upload"] = kwargs
+            return f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"
+
+    monkeypatch.setattr("slip_hf.hub_upload.HfApi", FakeApi)
+    return calls

@@ -171,27 +171,13 @@ def test_clip_t_threshold_drops_nodes_and_reaches_the_card(raw, tiny_clip_dir, t
     assert "CLIP-T title" in (tmp_path / "clip" / "README.md").read_text()
 
 
-def test_push_uploads_the_folder_without_work_files(built, monkeypatch):
+def test_push_uploads_the_folder_without_work_files(built, fake_hub):
     _, out_dir = built
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
-
-        def create_repo(self, repo_id, **kwargs):
-            calls["create"] = (repo_id, kwargs)
-
-        def upload_folder(self, **kwargs):
-            calls["upload"] = kwargs
-            return "https://huggingface.co/datasets/me/amazon-copurchase-mm/commit/abc"
-
-    monkeypatch.setattr("slip_hf.hub_upload.HfApi", FakeApi)
     url = push_dataset_to_hub(out_dir, "me/amazon-copurchase-mm", private=True)
     assert url.endswith("/commit/abc")
-    assert calls["create"] == ("me/amazon-copurchase-mm", {"repo_type": "dataset", "private": True, "exist_ok": True})
-    assert calls["upload"]["repo_type"] == "dataset" and calls["upload"]["folder_path"] == str(out_dir)
-    assert ".work/*" in calls["upload"]["ignore_patterns"]
+    assert fake_hub["create"] == ("me/amazon-copurchase-mm", {"repo_type": "dataset", "private": True, "exist_ok": True})
+    assert fake_hub["upload"]["repo_type"] == "dataset" and fake_hub["upload"]["folder_path"] == str(out_dir)
+    assert ".work/*" in fake_hub["upload"]["ignore_patterns"]
 
 
 def test_bad_config_fails_before_any_work(tmp_path):

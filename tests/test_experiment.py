@@ -115,23 +115,9 @@ def test_resume_continues_from_the_last_checkpoint(graph_dataset_dir, tiny_clip_
     assert steps == [2, 4, 6] and results["train"]["epoch"] > 0  # steps 1-3 came from checkpoint-3's state
 
 
-def test_model_push_uploads_without_checkpoints(slip_run, monkeypatch):
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, **kwargs):
-            calls["create"] = (repo_id, kwargs)
-
-        def upload_folder(self, **kwargs):
-            calls["upload"] = kwargs
-            return "https://huggingface.co/me/slip-electronics/commit/1"
-
-    monkeypatch.setattr("slip_hf.hub_upload.HfApi", FakeApi)
-    assert push_model_to_hub(slip_run, "me/slip-electronics").endswith("/commit/1")
-    assert calls["create"][1]["repo_type"] == "model" and "checkpoint-*" in calls["upload"]["ignore_patterns"]
+def test_model_push_uploads_without_checkpoints(slip_run, fake_hub):
+    assert push_model_to_hub(slip_run, "me/slip-electronics").endswith("/commit/abc")
+    assert fake_hub["create"][1]["repo_type"] == "model" and "checkpoint-*" in fake_hub["upload"]["ignore_patterns"]
 
 
 def test_cli_evaluates_a_plain_clip_checkpoint(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, capsys):

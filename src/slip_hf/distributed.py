@@ -24,7 +24,8 @@ parameter (the tests check this with two gloo processes, cross-process edges inc
 `gather_with_grad=False` (open_clip's cheaper default) gathers without gradient and puts the local rows back:
 each process's encoders then only receive the gradient of their own loss share, an approximation.
 `local_loss=False` computes all N rows on every process (O(N^2) memory, P times the loss compute); with a
-differentiable gather it is exact too.
+differentiable gather it is exact too. (Exact up to dropout: each process repeats the GAT with its own dropout
+masks, so with `graph_dropout > 0` the processes see slightly different Z; the tests use dropout 0.)
 
 Communication per step and process (fp32, d = projection dim, P processes, N = P n nodes in the global
 batch): the forward all-gathers E_v and E_t, receiving 2 (P - 1) n d floats, plus (P - 1) n node ids and
