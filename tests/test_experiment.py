@@ -126,7 +126,23 @@ def test_cli_evaluates_a_plain_clip_checkpoint(graph_dataset_dir, tiny_clip_chec
     assert code == 0
     results = json.loads((tmp_path / "test_results.json").read_text())["CLIP (random init)"][0]
     assert 0 < results["retrieval"]["mrr"] < 1 and "| CLIP (random init) (1 run) |" in capsys.readouterr().out
-    assert (tmp_path / "similarity_by_hop.png").stat().st_size > 10_000
+    assert (tmp_path / "similarity_by_hop.png").stat().st_size > 10_000 and (tmp_path / "retrieval_grid.png").is_file()
+
+
+def test_demo_end_to_end_at_toy_size(tmp_path, capsys):
+    from slip_hf.demo import DemoConfig, run_demo
+
+    config = DemoConfig(out_dir=str(tmp_path), seeds=[0], num_bundles=10, image_size=16, hidden_size=32, num_layers=1,
+                        epochs=1, batch_size=32)
+    result = run_demo(config)
+    assert set(result["runs"]) == {"CLIP (fine-tuned)", "SLIP (graph + aux)"}
+    assert all(0 < mrr < 1 for mrr in result["mean_mrr"].values())
+    printed = capsys.readouterr().out
+    assert "| CLIP (fine-tuned) (1 run) |" in printed and "| SLIP (graph + aux) (1 run) |" in printed
+    for name in ("demo_results.json", "demo_results.md", "similarity_by_hop.png", "retrieval_grid.png", "demo_config.json"):
+        assert (tmp_path / name).is_file(), name
+    with Image.open(tmp_path / "similarity_by_hop.png") as figure:
+        assert figure.size[0] > 800  # two panels side by side
 
 
 def test_ablation_tables_have_the_papers_rows(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):

@@ -162,16 +162,15 @@ def evaluate(argv: Sequence[str]) -> int:
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, HfArgumentParser
 
     from .data.hub import load_copurchase_graph
-    from .evaluation import (
-        EvaluationConfig,
-        evaluate_checkpoint,
-        plot_similarity_by_hop,
-        similarity_by_hop,
-        write_report,
-    )
+    from .evaluation import EvaluationConfig, evaluate_checkpoint, write_figures, write_report
     from .modeling_slip import SlipModel
 
-    parser = HfArgumentParser(EvaluateArguments, prog="slip-hf evaluate", description=DESCRIPTION.split("\n")[0])
+    parser = HfArgumentParser(
+        EvaluateArguments,
+        prog="slip-hf evaluate",
+        description="Evaluate a SLIP or plain CLIP checkpoint on one split of the co-purchase graph dataset: retrieval "
+        "over the whole split (Table 2), zero-shot and k-shot classification, alignment, and the two figures.",
+    )
     (args,) = parser.parse_args_into_dataclasses(argv)
     _quiet_libraries()
     path = args.model_name_or_path
@@ -184,10 +183,12 @@ def evaluate(argv: Sequence[str]) -> int:
     )
     name = args.name or Path(path).name
     json_path, markdown_path = write_report({name: [metrics]}, args.output_dir, args.split)
-    by_hop = similarity_by_hop(embeddings.image, embeddings.text, embeddings.node_ids, graph.node_graph())
-    plot = plot_similarity_by_hop({name: by_hop}, Path(args.output_dir) / "similarity_by_hop.png")
+    figures = write_figures(
+        {name: (embeddings.image, embeddings.text, embeddings.node_ids)}, graph.nodes[args.split], graph.node_graph(),
+        args.output_dir, text_column=args.text_column,
+    )
     print(markdown_path.read_text())
-    print(f"written: {json_path}, {markdown_path}, {plot}")
+    print(f"written: {json_path}, {markdown_path}, {', '.join(figures.values())}")
     return 0
 
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from .data import BuildConfig, build_dataset, generate_synthetic_raw, summary_table
 from .data.hub import load_copurchase_graph
-from .evaluation.plots import plot_retrieval_grid, plot_similarity_by_hop, similarity_by_hop
+from .evaluation.plots import write_figures
 from .evaluation.runner import classification_table, retrieval_table, write_report
 from .experiment import DataArguments, ModelArguments, run_experiment
 from .toy import write_tiny_clip_checkpoint
@@ -126,22 +126,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 def _comparison_plots(dataset_dir: Path, run_dirs: dict[str, Path], out: Path) -> dict[str, str]:
     """Fig. 5 and Fig. 4 with the first seed's models side by side."""
     graph_data = load_copurchase_graph(dataset_dir, "electronics")
-    graph, test = graph_data.node_graph(), graph_data.nodes["test"]
     embeddings = {name: load_file(str(path / "test_embeddings.safetensors")) for name, path in run_dirs.items()}
-    panels = {
-        name: similarity_by_hop(e["image"], e["text"], e["node_ids"].numpy(), graph, seed=0) for name, e in embeddings.items()
-    }
-    hop_path = plot_similarity_by_hop(panels, out / "similarity_by_hop.png")
-    query = int(np.random.default_rng(0).integers(0, len(test)))
-    rankings, true_ranks = {}, {}
-    for name, e in embeddings.items():
-        ranking = (e["text"][query] @ e["image"].T).argsort(descending=True)
-        rankings[name] = ranking[:10].tolist()
-        true_ranks[name] = int((ranking == query).nonzero()[0, 0]) + 1
-    images = test.select_columns(["image"])
-    pool = {index: images[index]["image"] for index in {query, *(i for r in rankings.values() for i in r)}}
-    grid_path = plot_retrieval_grid(test[query]["title"], pool, rankings, query, true_ranks, out / "retrieval_grid.png")
-    return {"similarity_by_hop": hop_path, "retrieval_grid": grid_path}
+    models = {name: (e["image"], e["text"], e["node_ids"].numpy()) for name, e in embeddings.items()}
+    return write_figures(models, graph_data.nodes["test"], graph_data.node_graph(), out)
 
 
 __all__ = ["DemoConfig", "run_demo"]

@@ -10,15 +10,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, set_seed
 
 from .data.hub import load_copurchase_graph
-from .evaluation.plots import plot_retrieval_grid, plot_similarity_by_hop, similarity_by_hop
+from .evaluation.plots import write_figures
 from .evaluation.runner import EvaluationConfig, evaluate_checkpoint, write_report
-from .graph_batching import NodeGraph
 from .model_card import build_model_card, push_model_to_hub
 from .modeling_slip import SlipModel
 from .processing import NodeTransform, RandomResizedCropFlip
@@ -85,23 +83,6 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
     )
 
 
-def _plots(test, embeddings, graph: NodeGraph, output_dir: Path, name: str, seed: int) -> dict[str, str]:
-    """The two figures for this model alone (the demo draws several models side by side)."""
-    by_hop = similarity_by_hop(embeddings.image, embeddings.text, embeddings.node_ids, graph, seed=seed)
-    paths = {"similarity_by_hop": plot_similarity_by_hop({name: by_hop}, output_dir / "similarity_by_hop.png")}
-    query = int(np.random.default_rng(seed).integers(0, len(test)))
-    scores = embeddings.text[query] @ embeddings.image.T
-    ranking = scores.argsort(descending=True)
-    images = test.select_columns(["image"])
-    top = ranking[:10].tolist()
-    pool = {index: images[index]["image"] for index in top + [query]}
-    true_rank = int((ranking == query).nonzero()[0, 0]) + 1
-    paths["retrieval_grid"] = plot_retrieval_grid(
-        test[query]["title"], pool, {name: top}, query, {name: true_rank}, output_dir / "retrieval_grid.png"
-    )
-    return paths
-
-
 def run_experiment(
     model_args: ModelArguments, data_args: DataArguments, training_args: SlipTrainingArguments, run_name: str | None = None
 ) -> dict[str, Any]:
@@ -163,7 +144,10 @@ def run_experiment(
             str(output_dir / f"{data_args.test_split}_embeddings.safetensors"),
         )
         if data_args.plots:
-            results["files"].update(_plots(test, embeddings, graph, output_dir, name, training_args.seed))
+            results["files"].update(write_figures(
+                {name: (embeddings.image, embeddings.text, embeddings.node_ids)}, test, graph, output_dir,
+                text_column=data_args.text_column, image_column=data_args.image_column, seed=training_args.seed,
+            ))
         hyperparameters = {
             "baseline": model_args.baseline, "learning_rate": training_args.learning_rate,
             "layer_lr_decay": training_args.layer_lr_decay, "layer_lr_decay_direction": training_args.layer_lr_decay_direction,

@@ -4,7 +4,7 @@ alignment score, and the paper's figures."""
 from pathlib import Path
 
 from .classification import few_shot_linear_probe, zero_shot_classification
-from .plots import plot_retrieval_grid, plot_similarity_by_hop, similarity_by_hop
+from .plots import plot_retrieval_grid, plot_similarity_by_hop, similarity_by_hop, write_figures
 from .retrieval import alignment_score, metrics_from_ranks, retrieval_metrics, retrieval_ranks
 from .runner import (
     EvaluationConfig,
@@ -38,6 +38,7 @@ __all__ = [
     "retrieval_ranks",
     "retrieval_table",
     "similarity_by_hop",
+    "write_figures",
     "write_report",
     "zero_shot_classification",
 ]

@@ -8,6 +8,7 @@
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -128,4 +129,42 @@ def plot_retrieval_grid(
     return str(path)
 
 
-__all__ = ["plot_retrieval_grid", "plot_similarity_by_hop", "similarity_by_hop"]
+def write_figures(
+    models: Mapping[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]],
+    eval_dataset,
+    graph: NodeGraph,
+    out_dir: str | os.PathLike,
+    text_column: str = "title",
+    image_column: str = "image",
+    seed: int = 0,
+) -> dict[str, str]:
+    """Fig. 5 and Fig. 4 for one or several models side by side, into `out_dir`.
+
+    Args:
+        models: `{name: (image_embeds, text_embeds, node_ids)}`, the l2-normalised embeddings of
+            `eval_dataset`'s rows (row i = node `node_ids[i]`), all in the same row order.
+        eval_dataset: the evaluated split (a `datasets.Dataset` with the texts and images).
+        graph: the dataset graph, for the hop distances.
+        seed: picks the sampled nodes and the grid's query.
+
+    Returns:
+        `{"similarity_by_hop": path, "retrieval_grid": path}`.
+    """
+    out_dir = Path(out_dir)
+    panels = {name: similarity_by_hop(image, text, node_ids, graph, seed=seed) for name, (image, text, node_ids) in models.items()}
+    hop_path = plot_similarity_by_hop(panels, out_dir / "similarity_by_hop.png")
+    query = int(np.random.default_rng(seed).integers(0, len(eval_dataset)))
+    rankings, true_ranks = {}, {}
+    for name, (image, text, _) in models.items():
+        ranking = (text[query] @ image.T).argsort(descending=True)
+        rankings[name] = ranking[:10].tolist()
+        true_ranks[name] = int((ranking == query).nonzero()[0, 0]) + 1
+    images = eval_dataset.select_columns([image_column])
+    pool = {index: images[index][image_column] for index in {query, *(i for ranking in rankings.values() for i in ranking)}}
+    grid_path = plot_retrieval_grid(
+        eval_dataset[query][text_column], pool, rankings, query, true_ranks, out_dir / "retrieval_grid.png"
+    )
+    return {"similarity_by_hop": hop_path, "retrieval_grid": grid_path}
+
+
+__all__ = ["plot_retrieval_grid", "plot_similarity_by_hop", "similarity_by_hop", "write_figures"]
