@@ -12,18 +12,13 @@ A leading YAML/JSON file gives the arguments; flags after it override. `--help` 
 TrainingArguments + SLIP's discriminative LR, graph LR, hops, loss weights, sampler, early stopping).
 """
 
-import json
 import sys
 
-from slip_hf.experiment import parse_arguments, run_experiment
+from slip_hf.cli import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    model_args, data_args, training_args = parse_arguments(argv, prog="run_slip.py")
-    results = run_experiment(model_args, data_args, training_args)
-    if "test" in results:
-        print(json.dumps({"test": results["test"]["retrieval"], "files": results["files"]}, indent=1))
-    return 0
+    return train(sys.argv[1:] if argv is None else argv, prog="run_slip.py")
 
 
 if __name__ == "__main__":

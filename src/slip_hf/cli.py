@@ -48,6 +48,15 @@ def _quiet_libraries() -> None:
     disable_progress_bar()
 
 
+def _parse_config(config_class: type, prog: str, description: str, argv: Sequence[str]):
+    """One dataclass from the command line (`HfArgumentParser`: one flag per field, its help from the metadata)."""
+    from transformers import HfArgumentParser
+
+    (config,) = HfArgumentParser(config_class, prog=prog, description=description).parse_args_into_dataclasses(argv)
+    _quiet_libraries()
+    return config
+
+
 def generate_raw(argv: Sequence[str]) -> int:
     from .data.synthetic import generate_synthetic_raw, summary_table
 
@@ -79,18 +88,15 @@ def generate_raw(argv: Sequence[str]) -> int:
 
 
 def build_dataset(argv: Sequence[str]) -> int:
-    from transformers import HfArgumentParser
-
     from .data import BuildConfig, build_dataset, summary_table
 
-    parser = HfArgumentParser(
+    config = _parse_config(
         BuildConfig,
-        prog="slip-hf build-dataset",
-        description="Build amazon-copurchase-mm from raw Amazon Reviews 2023 files (see slip_hf.data.builder). "
+        "slip-hf build-dataset",
+        "Build amazon-copurchase-mm from raw Amazon Reviews 2023 files (see slip_hf.data.builder). "
         "Intermediate results are kept in --work_dir, so re-running resumes.",
+        argv,
     )
-    (config,) = parser.parse_args_into_dataclasses(argv)
-    _quiet_libraries()
     result = build_dataset(config)
     print(summary_table(result.steps))
     print(f"\n{result.num_nodes} nodes, {result.num_edges} edges -> {result.out_dir} (config {result.config_name!r})")
@@ -110,29 +116,26 @@ def push_dataset(argv: Sequence[str]) -> int:
 
 
 def demo(argv: Sequence[str]) -> int:
-    from transformers import HfArgumentParser
-
     from .demo import DemoConfig, run_demo
 
-    parser = HfArgumentParser(
+    config = _parse_config(
         DemoConfig,
-        prog="slip-hf demo",
-        description="The embedded end-to-end demo (CPU, about 9 minutes on 2 cores with the defaults): generate the synthetic "
+        "slip-hf demo",
+        "The embedded end-to-end demo (CPU, about 9 minutes on 2 cores with the defaults): generate the synthetic "
         "raw data, build the dataset, train the CLIP baseline and SLIP with the same schedule for each seed, and "
         "print the paper's Table 2 on the test split (mean ± std over seeds), with plots.",
+        argv,
     )
-    (config,) = parser.parse_args_into_dataclasses(argv)
-    _quiet_libraries()
     run_demo(config)
     return 0
 
 
-def train(argv: Sequence[str]) -> int:
+def train(argv: Sequence[str], prog: str = "slip-hf train") -> int:
     import json
 
     from .experiment import parse_arguments, run_experiment
 
-    model_args, data_args, training_args = parse_arguments(list(argv), prog="slip-hf train")
+    model_args, data_args, training_args = parse_arguments(list(argv), prog=prog)
     results = run_experiment(model_args, data_args, training_args)
     if "test" in results:
         print(json.dumps({"test": results["test"]["retrieval"], "files": results["files"]}, indent=1))
@@ -159,20 +162,19 @@ def evaluate(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     import torch
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, HfArgumentParser
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
 
     from .data.hub import load_copurchase_graph
     from .evaluation import EvaluationConfig, evaluate_checkpoint, write_figures, write_report
     from .modeling_slip import SlipModel
 
-    parser = HfArgumentParser(
+    args = _parse_config(
         EvaluateArguments,
-        prog="slip-hf evaluate",
-        description="Evaluate a SLIP or plain CLIP checkpoint on one split of the co-purchase graph dataset: retrieval "
+        "slip-hf evaluate",
+        "Evaluate a SLIP or plain CLIP checkpoint on one split of the co-purchase graph dataset: retrieval "
         "over the whole split (Table 2), zero-shot and k-shot classification, alignment, and the two figures.",
+        argv,
     )
-    (args,) = parser.parse_args_into_dataclasses(argv)
-    _quiet_libraries()
     path = args.model_name_or_path
     model_class = SlipModel if AutoConfig.from_pretrained(path).model_type == "slip" else CLIPModel
     model = model_class.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu").eval()

@@ -191,8 +191,9 @@ def iter_user_pairs(
         starts = indptr[group]
         if pairs_per_user <= max_pairs:
             a, b = np.triu_indices(size, k=1)
-            for chunk in range(0, group.size, max(1, max_pairs // pairs_per_user)):
-                base = starts[chunk : chunk + max(1, max_pairs // pairs_per_user), None]
+            users_per_chunk = max(1, max_pairs // pairs_per_user)
+            for chunk in range(0, group.size, users_per_chunk):
+                base = starts[chunk : chunk + users_per_chunk, None]
                 pos_a, pos_b = (base + a).ravel(), (base + b).ravel()
                 yield items[pos_a], items[pos_b], np.maximum(times[pos_a], times[pos_b])
         else:

@@ -8,7 +8,7 @@ classification, the alignment score, and the hop-distance similarity profile beh
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class EvaluationConfig:
     few_shot: tuple[int, ...] = (1, 5, 10)
     few_shot_draws: int = 3
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def embed_split(model, image_processor, tokenizer, dataset: Dataset, config: EvaluationConfig) -> SplitEmbeddings:
