@@ -1,17 +1,32 @@
 """Shared tiny fixtures: a toy product graph, a tokenizer trained on its titles, and tiny CLIP/SLIP configs.
 
-Everything is built offline and deterministically; no test touches the Hugging Face Hub.
+Everything is built offline and deterministically; no test touches the Hugging Face Hub. The session gets its
+own Hugging Face cache (set before `datasets` is imported), so no test reads the user's cache or an earlier
+session's; tests of the cache itself share it on purpose.
 """
 
-import pytest
-import torch
+import os
+import shutil
+import tempfile
 
-from slip_hf import SlipConfig, SlipModel
-from slip_hf.graph_batching import NodeGraph
-from slip_hf.processing import NodeTransform
+_HF_HOME = tempfile.mkdtemp(prefix="slip_hf-tests-hf-home-")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_HOME, "datasets")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from slip_hf import SlipConfig, SlipModel  # noqa: E402
+from slip_hf.graph_batching import NodeGraph  # noqa: E402
+from slip_hf.processing import NodeTransform  # noqa: E402
 from slip_hf.toy import make_toy_graph, tiny_clip_config, toy_image_processor, train_toy_tokenizer
 
 IMAGE_SIZE = 16
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_HF_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -84,11 +99,10 @@ def graph_dataset_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip_checkpoint(tmp_path_factory, graph_dataset_dir):
     """A random tiny CLIP saved like a hub checkpoint (weights, tokenizer, image processor)."""
-    from datasets import load_dataset
-
+    from slip_hf.data import load_config
     from slip_hf.toy import write_tiny_clip_checkpoint
 
-    titles = load_dataset(str(graph_dataset_dir), "electronics", split="train")["title"]
+    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
     directory = tmp_path_factory.mktemp("tiny_clip")
     return write_tiny_clip_checkpoint(str(directory), titles, image_size=IMAGE_SIZE, hidden_size=32, num_layers=1,
                                       projection_dim=16, vocab_size=300, max_length=24)

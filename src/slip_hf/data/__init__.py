@@ -7,6 +7,7 @@
 
 from .builder import BuildConfig, BuildResult, build_dataset, summary_table
 from .hub import CopurchaseGraph, load_copurchase_graph, push_dataset_to_hub
+from .loading import load_config
 from .synthetic import generate_synthetic_raw
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "CopurchaseGraph",
     "build_dataset",
     "generate_synthetic_raw",
+    "load_config",
     "load_copurchase_graph",
     "push_dataset_to_hub",
     "summary_table",

@@ -22,7 +22,8 @@ Order of steps 2-4, by `kcore_on`:
   and items left without an edge are dropped.
 
 Resuming: every expensive step stores its output under `work_dir` with a fingerprint of its parameters and
-inputs; a re-run reuses what is still valid and recomputes the rest (the image step resumes per URL).
+inputs (the raw files' path, size and modification time included); a re-run reuses what is still valid and
+recomputes the rest (the image step resumes per URL, and re-reads a changed local image or a changed size).
 """
 
 import hashlib
@@ -165,8 +166,9 @@ class StepCache:
 
 
 def _file_identity(path: Path) -> dict:
+    """What makes a raw file's cached step results stale: its path, size and modification time (ns)."""
     stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _graph_stage(
@@ -358,7 +360,11 @@ def build_dataset(config: BuildConfig) -> BuildResult:
             )
             return {"scores": pa.table({"parent_asin": scored, "title": titles, "description": descriptions})}, {}
 
-        tables, _, reused, seconds = timed("clip_t", {"model": config.clip_t_model, "nodes": scored}, ["items"], compute_clip_t)
+        images = json.dumps([[results[a].url, results[a].num_bytes, results[a].source] for a in scored])
+        tables, _, reused, seconds = timed(
+            "clip_t", {"model": config.clip_t_model, "nodes": scored, "images": hashlib.sha256(images.encode()).hexdigest()},
+            ["items"], compute_clip_t,
+        )
         scores = tables["scores"]
         clip_title = dict(zip(scores.column("parent_asin").to_pylist(), scores.column("title").to_pylist()))
         clip_description = dict(zip(scores.column("parent_asin").to_pylist(), scores.column("description").to_pylist()))

@@ -7,6 +7,8 @@ hand. Re-building any config regenerates the card for all configs in the folder.
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
+from datasets import Features
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .writing import SPLITS, edges_config_name
@@ -76,19 +78,40 @@ def _section(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def _dataset_info(out_dir: Path, config_name: str, splits: tuple[str, ...]) -> dict:
+    """The card's `dataset_info` entry of one config, read from the parquet files on disk.
+
+    `load_dataset(folder, config)` hashes the card (not the files) into its cache key; recording the split
+    sizes and the file bytes of this very build makes a rebuild (or a same-named folder) a new cache entry.
+    """
+    files = {split: sorted((out_dir / config_name).glob(f"{split}-*.parquet")) for split in splits}
+    first = next(path for paths in files.values() for path in paths)
+    features = Features.from_arrow_schema(pq.read_schema(first))
+    return {
+        "config_name": config_name,
+        "features": features._to_yaml_list(),
+        "splits": [
+            {"name": split, "num_examples": sum(pq.ParquetFile(p).metadata.num_rows for p in paths)}
+            for split, paths in files.items()
+        ],
+        "download_size": sum(p.stat().st_size for paths in files.values() for p in paths),
+    }
+
+
 def write_dataset_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
     """(Re)write `<out_dir>/README.md` from every `stats/<config>.json` in `out_dir`."""
     out_dir = Path(out_dir)
     all_stats = [json.loads(path.read_text()) for path in sorted((out_dir / "stats").glob("*.json"))]
     if not all_stats:
         raise FileNotFoundError(f"no stats/*.json in {out_dir}: build a config first.")
-    configs = []
+    configs, infos = [], []
     for stats in all_stats:
         name = stats["config_name"]
         configs.append(
             {"config_name": name, "data_files": [{"split": s, "path": f"{name}/{s}-*.parquet"} for s in SPLITS]}
         )
         configs.append({"config_name": edges_config_name(name), "data_files": [{"split": "train", "path": f"{edges_config_name(name)}/*.parquet"}]})
+        infos += [_dataset_info(out_dir, name, SPLITS), _dataset_info(out_dir, edges_config_name(name), ("train",))]
     licenses = sorted({stats["config"]["license"] for stats in all_stats})
     data = DatasetCardData(
         pretty_name="Amazon Co-purchase Multimodal Graph",
@@ -98,6 +121,7 @@ def write_dataset_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
         tags=["graph", "multimodal", "co-purchase", "amazon", "clip", "slip"],
         size_categories=_size_category(sum(stats["nodes"] for stats in all_stats)),
         configs=configs,
+        dataset_info=infos,
     )
     repo = repo_id or "<user>/amazon-copurchase-mm"
     first = all_stats[0]["config_name"]
@@ -126,6 +150,13 @@ nodes = load_dataset("{repo}", "{first}")              # DatasetDict: train / va
 edges = load_dataset("{repo}", "{edges_config_name(first)}", split="train")
 graph = load_copurchase_graph("{repo}", "{first}")     # both, plus .node_graph() and .to_pyg()
 ```
+
+A local copy (a folder written by `slip-hf build-dataset`, or a downloaded snapshot) loads the same way.
+`datasets` (checked with 3.x to 5.2) caches a local folder under its *name* and a hash of this card, not of
+the files. The card records every config's split sizes and file bytes (`dataset_info`), so a rebuild gives
+a new cache entry; for a guarantee that the rows are the files' rows, use `load_copurchase_graph` or
+`slip_hf.data.load_config(folder, config)`, which read the parquet files through their paths and
+modification times, or pass `download_mode="force_redownload"` to `load_dataset`.
 
 Node ids (`node_id`, `src`, `dst`) run over the whole config; the split is a node attribute (`split`), so the
 graph stays whole and a model can see the neighbours of a test node during training without seeing its text

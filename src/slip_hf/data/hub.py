@@ -1,8 +1,9 @@
 """Loading the co-purchase graph dataset (local folder or Hub repo) and publishing it.
 
-`load_dataset(path, "<config>")` gives the nodes and `load_dataset(path, "<config>_edges")` the edges;
-[`load_copurchase_graph`] returns both together with the graph views the rest of slip_hf uses: a
-[`NodeGraph`] for the graph-aware batch sampler and a `torch_geometric.data.Data` for GNN work.
+Config `<config>` holds the nodes and `<config>_edges` the edges. [`load_copurchase_graph`] reads both through
+[`load_config`] (for a local folder: exactly the rows of its files now) and returns them with the graph views
+the rest of slip_hf uses: a [`NodeGraph`] for the graph-aware batch sampler and a `torch_geometric.data.Data`
+for GNN work.
 """
 
 import os
@@ -10,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict
 
 from ..graph_batching import NodeGraph
 from ..hub_upload import upload_folder_to_hub
+from .loading import load_config
 from .writing import SPLITS, edges_config_name
 
 
@@ -55,13 +57,14 @@ class CopurchaseGraph:
 
 
 def load_copurchase_graph(path_or_repo: str | os.PathLike, config_name: str, **load_kwargs) -> CopurchaseGraph:
-    """Load one config's nodes and edges with `datasets.load_dataset` (a local folder or a Hub repo id).
+    """Load one config's nodes and edges from a local dataset folder (exactly the rows of its files now) or a
+    Hub repo id (`datasets.load_dataset`).
 
     Raises:
         ValueError: if an edge refers to a node id that the node table does not have.
     """
-    nodes = load_dataset(str(path_or_repo), config_name, **load_kwargs)
-    edges = load_dataset(str(path_or_repo), edges_config_name(config_name), split="train", **load_kwargs)
+    nodes = load_config(path_or_repo, config_name, **load_kwargs)
+    edges = load_config(path_or_repo, edges_config_name(config_name), split="train", **load_kwargs)
     graph = CopurchaseGraph(nodes, edges)
     ids = np.sort(np.concatenate([np.asarray(split["node_id"]) for split in nodes.values()]))
     if not np.array_equal(ids, np.arange(ids.size)):

@@ -19,8 +19,9 @@ image, resizes it and stores it as JPEG. Every URL ends with exactly one recorde
 
 Statuses are appended to `<out_dir>/download_status.jsonl` as they happen, so an interrupted run loses
 nothing: a new run reads the log, keeps what is final and retries only what is not (`retry_failed=True`
-retries every failure). `file://` URLs are read from disk through the same checks (local image mirrors, the
-embedded synthetic data).
+retries every failure). A stored image is kept only for the same URL and the same `image_size`. `file://` URLs
+are read from disk through the same checks (local image mirrors, the embedded synthetic data); their file's
+size and modification time are recorded (`source`), so a changed local file is read again.
 """
 
 import io
@@ -58,6 +59,8 @@ class DownloadResult:
     error: str = ""
     path: str | None = None
     elapsed_s: float = 0.0
+    image_size: int | None = None
+    source: str = ""
 
     @property
     def is_final(self) -> bool:
@@ -67,6 +70,21 @@ class DownloadResult:
         if self.status == "http_error":
             return self.http_status is not None and self.http_status < 500 and self.http_status not in _RETRYABLE_HTTP
         return False
+
+
+def _local_path(url: str) -> Path:
+    return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+
+
+def _local_source(url: str) -> str:
+    """`"<size>:<mtime_ns>"` of a `file://` URL's file ("" for other URLs or a missing file)."""
+    if urllib.parse.urlsplit(url).scheme.lower() != "file":
+        return ""
+    try:
+        stat = _local_path(url).stat()
+    except OSError:
+        return ""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 class _Failure(Exception):
@@ -163,7 +181,10 @@ class ImageDownloader:
     # -- one URL ------------------------------------------------------------------------------------------
     def _keep(self, result: DownloadResult, retry_failed: bool) -> bool:
         if result.status == "ok":
-            return result.path is not None and Path(result.path).exists()
+            return (
+                result.path is not None and Path(result.path).exists() and result.image_size == self.image_size
+                and result.source == _local_source(result.url)
+            )
         return result.is_final and not retry_failed
 
     def _fetch_one(self, key: str, url: str) -> DownloadResult:
@@ -172,11 +193,12 @@ class ImageDownloader:
         while True:
             attempts += 1
             try:
+                source = _local_source(url)
                 data = self._read(url)
                 path = self._store(key, data)
                 return DownloadResult(
                     key, url, "ok", 200 if url.startswith("http") else None, attempts, len(data), "", str(path),
-                    time.perf_counter() - start,
+                    time.perf_counter() - start, self.image_size, source,
                 )
             except _Failure as failure:
                 if not failure.retryable or attempts > self.retries:
@@ -198,7 +220,7 @@ class ImageDownloader:
     def _read(self, url: str) -> bytes:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
         if scheme == "file":
-            path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+            path = _local_path(url)
             if not path.is_file():
                 raise _Failure("invalid_url", f"no local file {path}")
             if path.stat().st_size > self.max_bytes:
