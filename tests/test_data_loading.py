@@ -10,12 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from slip_hf.data import BuildConfig, build_dataset, generate_synthetic_raw, load_config, load_copurchase_graph
+from slip_hf.data import (
+    BuildConfig,
+    build_dataset,
+    generate_synthetic_raw,
+    load_config,
+    load_copurchase_graph,
+)
 from slip_hf.data.writing import SPLITS
 
 
 def _build(raw_dir: Path, out_dir: Path, **overrides):
-    settings = dict(image_size=16, label_depth=2, min_class_size=3, download_workers=2)
+    settings = {"image_size": 16, "label_depth": 2, "min_class_size": 3, "download_workers": 2}
     return build_dataset(BuildConfig(raw_dir=str(raw_dir), out_dir=str(out_dir), **{**settings, **overrides}))
 
 

@@ -166,3 +166,24 @@ def test_ablation_tables_have_the_papers_rows(graph_dataset_dir, tiny_clip_check
     no_dlr = json.loads((tmp_path / "graph_aux_no_dlr" / "seed0" / "run_config.json").read_text())
     assert no_dlr["training"]["layer_lr_decay"] == 1.0
     assert (tmp_path / "ablation_results.md").read_text() == result["markdown"]
+
+
+def test_ablation_objectives_table_has_one_row_per_objective_set(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    from slip_hf.ablation import AblationArguments, run_ablation
+
+    ablation, model_args, data_args, training_args = parse_arguments(
+        ["--table", "objectives", "--seeds", "0", *_flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path,
+         "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "False", "--few_shot", "1")],
+        extra=(AblationArguments,),
+    )
+    result = run_ablation(ablation, model_args, data_args, training_args)
+    rows = [line.split(" | ")[:2] for line in result["markdown"].splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == [
+        ["| CLIP", "clip"], ["| SLIP", "clip, graph, aux"],
+        ["| StructXLIP", "clip, structxlip_global, structxlip_local, structxlip_consistency"],
+        ["| SLIP + StructXLIP", "clip, graph, aux, structxlip_global, structxlip_local, structxlip_consistency"],
+    ]
+    structxlip = SlipModel.from_pretrained(tmp_path / "objectives_structxlip" / "seed0")
+    assert structxlip.config.lambda_structxlip_global == 0.5 and not structxlip.config.use_graph
+    both = json.loads((tmp_path / "objectives_slip_structxlip" / "seed0" / "run_config.json").read_text())
+    assert both["training"]["lambda_structxlip_local"] == 0.1 and both["model"]["baseline"] == "slip"

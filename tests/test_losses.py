@@ -7,8 +7,8 @@ from slip_hf.graph_masks import hop_positive_mask, restrict_edges_to_nodes
 from slip_hf.losses import (
     auxiliary_classification_loss,
     clip_contrastive_loss,
-    slip_total_loss,
     structural_contrastive_loss,
+    weighted_total_loss,
 )
 
 E = math.e
@@ -133,6 +133,9 @@ def test_aux_loss_hand_value_and_ignored_labels():
 
 def test_total_loss_is_eq7_and_plain_clip_with_zero_weights():
     clip, graph, aux = torch.tensor(2.0), torch.tensor(3.0), torch.tensor(5.0)
-    assert slip_total_loss(clip, graph, aux, 0.05, 0.1).item() == pytest.approx(2.0 + 0.15 + 0.5)
-    assert slip_total_loss(clip, graph, aux, 0.0, 0.0) is clip
-    assert slip_total_loss(clip, None, None, 0.05, 0.1) is clip
+    weights = {"clip": 1.0, "graph": 0.05, "aux": 0.1}
+    assert weighted_total_loss({"clip": clip, "graph": graph, "aux": aux}, weights).item() == pytest.approx(2.0 + 0.15 + 0.5)
+    assert weighted_total_loss({"clip": clip, "graph": graph, "aux": aux}, {**weights, "graph": 0, "aux": 0}) is clip
+    assert weighted_total_loss({"clip": clip, "graph": None, "aux": None}, weights) is clip
+    with pytest.raises(ValueError, match="no loss term left"):
+        weighted_total_loss({"clip": clip}, {"clip": 0.0})

@@ -127,3 +127,33 @@ def test_early_stopping_callback_is_added(tmp_path, slip_config, node_graph, pro
     trainer = SlipTrainer(model=_model(slip_config), args=args, graph=node_graph, eval_dataset=processed_nodes)
     callback = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "EarlyStoppingCallback"][0]
     assert callback.early_stopping_patience == 10 and callback.early_stopping_threshold == 0.001
+
+
+def test_training_with_every_objective_logs_each_part_and_follows_the_schedule(tmp_path, slip_config, processed_nodes, node_graph, tokenizer):
+    from slip_hf.toy import toy_image_processor
+
+    args = _args(
+        tmp_path, max_steps=10, num_train_epochs=2, lambda_structxlip_global=0.5, lambda_structxlip_local=0.1,
+        lambda_structxlip_consistency=0.05, objective_schedule=["structxlip_global"], schedule_decay_start=0, schedule_decay_end=2, schedule_floor=0.2,
+    )
+    model = _model(slip_config)
+    trainer = SlipTrainer(model=model, args=args, graph=node_graph, train_dataset=processed_nodes, processing_class=tokenizer,
+                          image_processor=toy_image_processor(16))
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    for name in ("clip", "graph", "aux", "structxlip_global", "structxlip_local", "structxlip_consistency"):
+        assert all(f"loss_{name}" in entry for entry in logs), name
+    assert model.config.lambda_structxlip_global == 0.5  # the schedule scales the weight, it does not rewrite it
+    # epoch 1 (the last): halfway through the cosine decay from epoch 0 to 2, floor 0.2
+    assert model.objective_weight_factors == {"structxlip_global": pytest.approx(0.2 + 0.8 * 0.5)}
+
+
+def test_structxlip_without_an_image_processor_fails_clearly(tmp_path, slip_config, processed_nodes, node_graph, tokenizer):
+    with pytest.raises(ValueError, match="image processor"):
+        SlipTrainer(model=_model(slip_config), args=_args(tmp_path, lambda_structxlip_global=0.5), graph=node_graph,
+                    train_dataset=processed_nodes, processing_class=tokenizer)
+
+
+def test_unknown_scheduled_objective_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown objectives"):
+        _args(tmp_path, objective_schedule=["structxlp_global"])

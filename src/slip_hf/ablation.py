@@ -2,7 +2,9 @@
 
 * Table 3, batch size: for each batch size, the CLIP fine-tuning baseline ("w/o G") and SLIP ("w/ G");
 * Table 4, components at one batch size: CLIP fine-tune; + Graph only; + Graph + Aux; + Graph + Aux without
-  discriminative learning rates (layer decay 1.0).
+  discriminative learning rates (layer decay 1.0);
+* objectives: one row per set of objectives (`slip_hf.objectives`): CLIP, SLIP, StructXLIP and SLIP +
+  StructXLIP, with StructXLIP's reference weights.
 
 Every run is [`run_experiment`] with the same recipe (model, data, schedule) and only the ablated setting
 changed, so the rows differ by exactly what their label says.
@@ -26,6 +28,14 @@ COMPONENT_VARIANTS = {
     "+ Graph + Aux": ("graph_aux", "slip", True, True),
     "+ Graph + Aux, no DLR": ("graph_aux_no_dlr", "slip", True, False),
 }
+STRUCTXLIP_WEIGHTS = {"lambda_structxlip_global": 0.5, "lambda_structxlip_local": 0.1, "lambda_structxlip_consistency": 0.05}
+OBJECTIVE_SETS = {
+    # name: (run folder, changes to the recipe)
+    "CLIP": ("objectives_clip", {"baseline": "clip"}),
+    "SLIP": ("objectives_slip", {"baseline": "slip"}),
+    "StructXLIP": ("objectives_structxlip", {"baseline": "clip", **STRUCTXLIP_WEIGHTS}),
+    "SLIP + StructXLIP": ("objectives_slip_structxlip", {"baseline": "slip", **STRUCTXLIP_WEIGHTS}),
+}
 _COLUMNS = (
     ("i2t", "mrr_i2t", 3), ("t2i", "mrr_t2i", 3), ("Mean", "mrr", 3), ("Med", "median_rank", 1),
     ("Mean rank", "mean_rank", 1), ("@1", "recall_at_1", 3), ("@5", "recall_at_5", 3), ("@10", "recall_at_10", 3),
@@ -36,7 +46,11 @@ _COLUMNS = (
 class AblationArguments:
     """What to ablate (the recipe's other arguments are shared by every run)."""
 
-    table: str = field(default="components", metadata={"help": "'batch_size' (Table 3), 'components' (Table 4) or 'both'."})
+    table: str = field(
+        default="components",
+        metadata={"help": "'batch_size' (Table 3), 'components' (Table 4), 'both', or 'objectives' (CLIP, SLIP, StructXLIP, "
+                  "SLIP + StructXLIP)."},
+    )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds per row."})
     batch_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024], metadata={"help": "Table 3's batch sizes."})
 
@@ -69,21 +83,30 @@ def components_table(rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def objectives_table(rows: dict[str, list[dict]]) -> str:
+    """One row per objective set: `rows[name]` -> markdown with the enabled objectives."""
+    header = "| Objectives | Enabled | MRR " + " | ".join(name for name, _, _ in _COLUMNS) + " |"
+    lines = [header, "|---|---|" + "---:|" * len(_COLUMNS)]
+    for name, results in rows.items():
+        lines.append(_row([name, ", ".join(results[0].get("objectives", []))], results))
+    return "\n".join(lines)
+
+
 def _run(model_args, data_args, training_args, out: Path, label: str, seed: int, **changes) -> dict:
     model_changes = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(ModelArguments)}}
     training_changes = {k: v for k, v in changes.items() if k not in model_changes}
     run_dir = out / label / f"seed{seed}"
     args = dataclasses.replace(training_args, output_dir=str(run_dir), seed=seed, data_seed=seed, **training_changes)
     result = run_experiment(dataclasses.replace(model_args, **model_changes), dataclasses.replace(data_args, plots=False), args, run_name=label)
-    return result["test"]
+    return {**result["test"], "objectives": result["objectives"]}
 
 
 def run_ablation(
     ablation: AblationArguments, model_args: ModelArguments, data_args: DataArguments, training_args: SlipTrainingArguments
 ) -> dict[str, Any]:
     """Run the requested tables; returns their markdown and raw results and writes `ablation_results.{json,md}`."""
-    if ablation.table not in ("batch_size", "components", "both"):
-        raise ValueError(f"table must be 'batch_size', 'components' or 'both', got {ablation.table!r}.")
+    if ablation.table not in ("batch_size", "components", "both", "objectives"):
+        raise ValueError(f"table must be 'batch_size', 'components', 'both' or 'objectives', got {ablation.table!r}.")
     out = Path(training_args.output_dir)
     report, raw = [], {}
     if ablation.table in ("batch_size", "both"):
@@ -107,6 +130,13 @@ def run_ablation(
             ]
         report.append(f"## Components at batch {training_args.per_device_train_batch_size} (Table 4)\n\n" + components_table(rows_c))
         raw["components"] = rows_c
+    if ablation.table == "objectives":
+        rows_o = {
+            name: [_run(model_args, data_args, training_args, out, label, seed, **changes) for seed in ablation.seeds]
+            for name, (label, changes) in OBJECTIVE_SETS.items()
+        }
+        report.append(f"## Objectives at batch {training_args.per_device_train_batch_size}\n\n" + objectives_table(rows_o))
+        raw["objectives"] = rows_o
     markdown = "\n\n".join(report) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation_results.md").write_text(markdown)
@@ -114,4 +144,7 @@ def run_ablation(
     return {"markdown": markdown, "results": raw}
 
 
-__all__ = ["AblationArguments", "COMPONENT_VARIANTS", "batch_size_table", "components_table", "run_ablation"]
+__all__ = [
+    "AblationArguments", "COMPONENT_VARIANTS", "OBJECTIVE_SETS", "batch_size_table", "components_table", "objectives_table",
+    "run_ablation",
+]

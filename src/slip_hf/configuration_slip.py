@@ -47,10 +47,37 @@ class SlipConfig(PreTrainedConfig):
         `True` drops the anchor from the softmax denominator (SupCon style).
     graph_loss_eps (`float`, *optional*, defaults to 1e-8):
         epsilon of Eq. 5's normaliser 1 / (|M+| + eps); a batch without edges gives a loss of exactly 0.
+    lambda_clip (`float`, *optional*, defaults to 1.0):
+        Weight of CLIP's InfoNCE (Eq. 1). Every objective `<name>` of `slip_hf.objectives.OBJECTIVES` has a
+        weight `lambda_<name>`; 0 switches it off.
     lambda_graph (`float`, *optional*, defaults to 0.05):
         Weight of the structural contrastive loss (Eq. 7).
     lambda_aux (`float`, *optional*, defaults to 0.1):
         Weight of the auxiliary classification loss (Eq. 7).
+    lambda_structxlip_global (`float`, *optional*, defaults to 0.0):
+        StructXLIP: edge map <-> structure-centric caption InfoNCE (reference: 0.5).
+    lambda_structxlip_local (`float`, *optional*, defaults to 0.0):
+        StructXLIP: caption chunks <-> edge-map regions, multi-positive InfoNCE (reference: 0.1).
+    lambda_structxlip_consistency (`float`, *optional*, defaults to 0.0):
+        StructXLIP: 1 - cos(image embedding, edge-map embedding) (reference: 0.05).
+    structxlip_canny_low (`float`, *optional*, defaults to 0.1), structxlip_canny_high (`float`, *optional*, defaults to 0.2):
+        Canny hysteresis thresholds (`kornia.filters.canny`, images in [0, 1]).
+    structxlip_min_edge_fraction (`float`, *optional*, defaults to 0.002):
+        An edge map with a smaller share of edge pixels counts as blank: its item takes no part.
+    structxlip_num_regions (`int`, *optional*, defaults to 2):
+        R: the edge map's patch tokens are pooled on an R x R grid of regions for the local loss.
+    structxlip_min_region_edge_fraction (`float`, *optional*, defaults to 0.001):
+        A region with a smaller share of edge pixels is not a candidate of the local loss.
+    structxlip_chunk_tau (`float`, *optional*, defaults to 0.07):
+        The local loss's scale is min(exp(logit_scale) / tau, 100).
+    structxlip_chunk_window (`int`, *optional*, defaults to 3), structxlip_max_chunks (`int`, *optional*, defaults to 16):
+        Base word window and maximum number of caption chunks.
+    structxlip_remove (`list[str]`, *optional*):
+        Appearance kinds removed from structure-centric captions; default all of colors, materials, textures.
+    structxlip_extra_terms (`list[str]`, *optional*):
+        Further words removed from structure-centric captions.
+    structxlip_min_content_words (`int`, *optional*, defaults to 2):
+        A filtered caption with fewer non-stopwords falls back to the original caption.
     num_labels (`int`, *optional*, defaults to 0):
         Number of categories of the auxiliary classifier; 0 builds no classifier. `id2label` may be given instead.
 
@@ -82,8 +109,23 @@ class SlipConfig(PreTrainedConfig):
     learnable_graph_temperature: bool = True
     graph_loss_exclude_self: bool = False
     graph_loss_eps: float = 1e-8
+    lambda_clip: float = 1.0
     lambda_graph: float = 0.05
     lambda_aux: float = 0.1
+    lambda_structxlip_global: float = 0.0
+    lambda_structxlip_local: float = 0.0
+    lambda_structxlip_consistency: float = 0.0
+    structxlip_canny_low: float = 0.1
+    structxlip_canny_high: float = 0.2
+    structxlip_min_edge_fraction: float = 0.002
+    structxlip_num_regions: int = 2
+    structxlip_min_region_edge_fraction: float = 0.001
+    structxlip_chunk_tau: float = 0.07
+    structxlip_chunk_window: int = 3
+    structxlip_max_chunks: int = 16
+    structxlip_remove: list[str] | None = None
+    structxlip_extra_terms: list[str] | None = None
+    structxlip_min_content_words: int = 2
 
     def __post_init__(self, **kwargs):
         # The auxiliary head is opt-in: without `id2label`/`num_labels` a SLIP model has no classifier
@@ -107,8 +149,22 @@ class SlipConfig(PreTrainedConfig):
             raise ValueError(f"hop_mode must be 'within' or 'exact', got {self.hop_mode!r}.")
         if not 0.0 < self.graph_temperature_init <= 1.0:
             raise ValueError(f"graph_temperature_init must be in (0, 1], got {self.graph_temperature_init}.")
-        if self.lambda_graph < 0 or self.lambda_aux < 0:
-            raise ValueError("lambda_graph and lambda_aux must be >= 0.")
+        from .objectives import OBJECTIVES
+
+        negative = [f"lambda_{name}" for name in OBJECTIVES if getattr(self, f"lambda_{name}") < 0]
+        if negative:
+            raise ValueError(f"objective weights must be >= 0: {', '.join(negative)}.")
+        if not 0 <= self.structxlip_canny_low <= self.structxlip_canny_high:
+            raise ValueError("structxlip_canny_low must be in [0, structxlip_canny_high].")
+        if self.structxlip_num_regions < 1 or self.structxlip_max_chunks < 1 or self.structxlip_chunk_window < 1:
+            raise ValueError("structxlip_num_regions, structxlip_max_chunks and structxlip_chunk_window must be >= 1.")
+        if self.structxlip_chunk_tau <= 0:
+            raise ValueError(f"structxlip_chunk_tau must be > 0, got {self.structxlip_chunk_tau}.")
+
+    @property
+    def structxlip_removed_kinds(self) -> list[str]:
+        """Appearance kinds that structure-centric captions lose."""
+        return list(self.structxlip_remove) if self.structxlip_remove is not None else ["colors", "materials", "textures"]
 
     def get_text_config(self, *args, **kwargs) -> PreTrainedConfig:
         """The text tower's config is CLIP's (special token ids, vocabulary), as `Trainer` and pipelines expect."""

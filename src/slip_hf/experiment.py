@@ -19,6 +19,7 @@ from .evaluation.plots import write_figures
 from .evaluation.runner import EvaluationConfig, evaluate_checkpoint, write_report
 from .model_card import build_model_card, push_model_to_hub
 from .modeling_slip import SlipModel
+from .objectives import enabled_objectives, objective_weights
 from .processing import NodeTransform, RandomResizedCropFlip
 from .trainer import SlipTrainer, SlipTrainingArguments
 
@@ -114,7 +115,8 @@ def run_experiment(
     train = nodes["train"].with_transform(transform(data_args.augment))
     validation = nodes["validation"].with_transform(transform(False)) if "validation" in nodes else None
     trainer = SlipTrainer(
-        model=model, args=training_args, graph=graph, train_dataset=train, eval_dataset=validation, processing_class=tokenizer
+        model=model, args=training_args, graph=graph, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
+        image_processor=image_processor,
     )
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
@@ -122,7 +124,9 @@ def run_experiment(
     train_output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(output_dir))
     image_processor.save_pretrained(str(output_dir))
-    results: dict[str, Any] = {"train": train_output.metrics, "output_dir": str(output_dir), "files": {}}
+    results: dict[str, Any] = {
+        "train": train_output.metrics, "output_dir": str(output_dir), "files": {}, "objectives": enabled_objectives(model.config)
+    }
     results["log_history"] = trainer.state.log_history
     if validation is not None and training_args.eval_strategy != "no":
         results["validation"] = {k: v for k, v in trainer.evaluate().items()}
@@ -153,8 +157,8 @@ def run_experiment(
             "layer_lr_decay": training_args.layer_lr_decay, "layer_lr_decay_direction": training_args.layer_lr_decay_direction,
             "graph_learning_rate": training_args.graph_learning_rate, "per_device_train_batch_size": training_args.per_device_train_batch_size,
             "num_train_epochs": training_args.num_train_epochs, "warmup_steps": training_args.warmup_steps,
-            "batch_sampler": training_args.batch_sampler, "lambda_graph": trainer.model.config.lambda_graph,
-            "lambda_aux": trainer.model.config.lambda_aux, "hops": trainer.model.config.hops, "seed": training_args.seed,
+            "batch_sampler": training_args.batch_sampler, "hops": trainer.model.config.hops, "seed": training_args.seed,
+            **{f"lambda_{name}": weight for name, weight in objective_weights(trainer.model.config).items() if weight},
         }
         card = build_model_card(
             metrics, model_name=output_dir.name, base_model=model_args.model_name_or_path,

@@ -9,7 +9,7 @@ training node exactly once per epoch.
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -340,12 +340,14 @@ class SlipDataCollator:
     when present, `edge_index` `(2, 2 E_b)` in batch positions (both directions; empty without a graph),
     `node_ids` `(b,)` and
     `num_cut_edges` (edges to nodes outside the batch, dropped). [`SlipTrainer`] removes the last two before
-    calling the model.
+    calling the model. `preparers` (`slip_hf.objectives.batch_preparers`) then add the fields of the enabled
+    objectives beyond SLIP's (StructXLIP's edge maps, say), from the batch and the rows' raw `text`.
     """
 
     graph: NodeGraph | None = None
     tokenizer: Any = None
     node_id_column: str = "node_id"
+    preparers: list = field(default_factory=list)
 
     def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
@@ -366,6 +368,12 @@ class SlipDataCollator:
         else:
             batch["edge_index"], batch["num_cut_edges"] = self.graph.batch_edge_index(node_ids.numpy())
         batch["node_ids"] = node_ids
+        if self.preparers:
+            if "text" not in features[0]:
+                raise KeyError("the enabled objectives need each row's raw 'text' (NodeTransform passes it through).")
+            texts = [str(f["text"]) for f in features]
+            for prepare in self.preparers:
+                prepare(batch, texts)
         return batch
 
     def _collate_text(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

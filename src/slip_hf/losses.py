@@ -1,9 +1,11 @@
-"""The three parts of the SLIP objective (Eq. 1, 5, 6) and their weighted sum (Eq. 7).
+"""The three parts of the SLIP objective (Eq. 1, 5, 6) and the weighted sum of any objectives (Eq. 7).
 
 Each loss is a plain function of tensors so that the model, the trainer and the distributed variants
 (`slip_hf.distributed`) share one implementation. All of them compute in float32 whatever the input dtype,
 so fp16/bf16 activations give the same loss as fp32 ones up to the inputs' own rounding.
 """
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -129,29 +131,32 @@ def auxiliary_classification_loss(
     return F.cross_entropy(class_logits.float(), labels, ignore_index=-100)
 
 
-def slip_total_loss(
-    loss_clip: torch.Tensor,
-    loss_graph: torch.Tensor | None,
-    loss_aux: torch.Tensor | None,
-    lambda_graph: float,
-    lambda_aux: float,
-) -> torch.Tensor:
-    r"""Eq. 7: :math:`\mathcal{L} = \mathcal{L}_{clip} + \lambda_{graph}\mathcal{L}_{graph} + \lambda_{aux}\mathcal{L}_{aux}`.
+def weighted_total_loss(parts: Mapping[str, torch.Tensor | None], weights: Mapping[str, float]) -> torch.Tensor:
+    r"""Eq. 7, for any set of objectives: :math:`\mathcal{L} = \sum_o \lambda_o \mathcal{L}_o` in the order of
+    `parts` (SLIP: :math:`\mathcal{L}_{clip} + \lambda_{graph}\mathcal{L}_{graph} + \lambda_{aux}\mathcal{L}_{aux}`).
 
-    A part that is `None` (path disabled) or whose weight is 0 is left out of the sum, so with both weights 0
-    the result *is* `loss_clip` (the plain CLIP fine-tuning baseline), bit for bit.
+    A part that is `None` (not applicable) or whose weight is 0 is left out, and a weight of exactly 1 is not
+    multiplied, so with only CLIP's part left the result *is* that part (the plain CLIP fine-tuning
+    baseline), bit for bit.
+
+    Raises:
+        ValueError: if no part is left.
     """
-    total = loss_clip
-    if loss_graph is not None and lambda_graph != 0:
-        total = total + lambda_graph * loss_graph
-    if loss_aux is not None and lambda_aux != 0:
-        total = total + lambda_aux * loss_aux
+    total = None
+    for name, part in parts.items():
+        weight = weights[name]
+        if part is None or weight == 0:
+            continue
+        term = part if weight == 1 else weight * part
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError(f"no loss term left: every part of {list(parts)} is off or has weight 0.")
     return total
 
 
 __all__ = [
     "auxiliary_classification_loss",
     "clip_contrastive_loss",
-    "slip_total_loss",
+    "weighted_total_loss",
     "structural_contrastive_loss",
 ]

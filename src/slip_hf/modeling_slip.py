@@ -4,7 +4,6 @@ Reading order follows the data: CLIP encoders (E_v, E_t) -> GAT stacks (Eq. 3) -
 embeddings Z (Eq. 4) -> auxiliary classifier -> the losses of `slip_hf.losses` (Eq. 1, 5, 6, 7).
 """
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -20,16 +19,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_slip import SlipConfig
 from .distributed import GlobalBatch, gather_rows, rank_and_world_size, sum_over_processes
-from .graph_masks import hop_positive_mask, symmetric_simple_edges
-from .losses import (
-    auxiliary_classification_loss,
-    clip_contrastive_loss,
-    slip_total_loss,
-    structural_contrastive_loss,
-)
-
-# CLIP caps its temperature at 1/100; the structural loss uses the same ceiling.
-MAX_GRAPH_LOGIT_SCALE = math.log(100.0)
+from .graph_masks import symmetric_simple_edges
+from .losses import weighted_total_loss
+from .objectives import OBJECTIVES, ForwardState, objective_batch_fields, objective_weights
 
 
 def l2_normalize(embeds: torch.Tensor) -> torch.Tensor:
@@ -50,13 +42,16 @@ class SlipOutput(ModelOutput):
     number of categories.
 
     loss (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
-        Total objective of Eq. 7.
+        Total objective: Eq. 7 over every enabled objective (`slip_hf.objectives`).
     loss_clip (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
         Symmetric InfoNCE of Eq. 1.
     loss_graph (`torch.FloatTensor` of shape `()`, returned with `return_loss=True` when the graph path is on):
         Structural contrastive loss of Eq. 5 (unweighted).
     loss_aux (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`, `labels` and an aux head):
         Category cross-entropy of Eq. 6 (unweighted).
+    loss_structxlip_global, loss_structxlip_local, loss_structxlip_consistency (`torch.FloatTensor` of shape `()`):
+        StructXLIP's losses (unweighted), returned with `return_loss=True` when the batch carries their inputs
+        (see `slip_hf.objectives.structxlip`).
     logits_per_image (`torch.FloatTensor` of shape `(b, b)`):
         Scaled image-text cosine similarities.
     logits_per_text (`torch.FloatTensor` of shape `(b, b)`):
@@ -77,6 +72,9 @@ class SlipOutput(ModelOutput):
     loss_clip: torch.FloatTensor | None = None
     loss_graph: torch.FloatTensor | None = None
     loss_aux: torch.FloatTensor | None = None
+    loss_structxlip_global: torch.FloatTensor | None = None
+    loss_structxlip_local: torch.FloatTensor | None = None
+    loss_structxlip_consistency: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
@@ -228,6 +226,8 @@ class SlipModel(SlipPreTrainedModel):
         if config.num_labels > 0:
             aux_in = config.resolved_node_embed_dim if config.use_graph else 2 * projection_dim
             self.classifier = nn.Linear(aux_in, config.num_labels)
+        # Per-epoch factors of objective weights (`slip_hf.objectives.ObjectiveWeightSchedule`); not saved.
+        self.objective_weight_factors: dict[str, float] = {}
         self.post_init()
 
     @classmethod
@@ -271,6 +271,7 @@ class SlipModel(SlipPreTrainedModel):
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
         global_batch: GlobalBatch | None = None,
+        **objective_inputs: torch.Tensor,
     ) -> SlipOutput:
         r"""
         Args:
@@ -287,7 +288,13 @@ class SlipModel(SlipPreTrainedModel):
                 batch (see `slip_hf.distributed`); the logits then have shape `(n, N)` (this process's rows against
                 the global batch) and each loss is this process's share, whose average over processes is the
                 global loss.
+            objective_inputs: the batch fields of objectives beyond SLIP's (e.g. StructXLIP's `edge_pixel_values`;
+                `slip_hf.objectives.batch_preparers` makes them). An objective is computed when its fields are
+                present and counts in `loss` when its weight `config.lambda_<name>` is not 0.
         """
+        unknown = set(objective_inputs) - objective_batch_fields()
+        if unknown:
+            raise TypeError(f"SlipModel.forward got unknown inputs {sorted(unknown)}; objectives read {sorted(objective_batch_fields())}.")
         image_embeds = l2_normalize(
             self.clip.get_image_features(
                 pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
@@ -342,34 +349,30 @@ class SlipModel(SlipPreTrainedModel):
         if not return_loss:
             return output
 
-        output.loss_clip = clip_contrastive_loss(logits_per_image, logits_per_text, targets=anchors)
-        if local_loss:
-            output.loss_clip = output.loss_clip * share
-        if node_embeds_all is not None:
-            graph_anchors = anchors if graph_is_global else None
-            mask = hop_positive_mask(edges, node_embeds_all.size(0), self.config.hops, self.config.hop_mode, rows=graph_anchors)
-            output.num_positive_pairs = sum_over_processes(mask.sum()) if graph_anchors is not None else mask.sum()
-            output.loss_graph = structural_contrastive_loss(
-                node_embeds_all if graph_anchors is None else node_embeds_all[graph_anchors],
-                mask,
-                self.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp(),
-                key_embeds=None if graph_anchors is None else node_embeds_all,
-                self_index=graph_anchors,
-                exclude_self=self.config.graph_loss_exclude_self,
-                eps=self.config.graph_loss_eps,
-                num_positives=output.num_positive_pairs,
-            )
-            if graph_anchors is not None:
-                output.loss_graph = output.loss_graph * world
-        if class_logits is not None and labels is not None:
-            if distributed:
-                labelled = sum_over_processes((labels != -100).sum()).clamp(min=1)
-                output.loss_aux = auxiliary_classification_loss(class_logits, labels, num_labelled=labelled) * world
-            else:
-                output.loss_aux = auxiliary_classification_loss(class_logits, labels)
-        output.loss = slip_total_loss(
-            output.loss_clip, output.loss_graph, output.loss_aux, self.config.lambda_graph, self.config.lambda_aux
+        gather_with_grad = distributed and global_batch.gather_with_grad
+        state = ForwardState(
+            model=self, image_embeds=image_embeds, text_embeds=text_embeds, image_all=image_all, text_all=text_all,
+            logits_per_image=logits_per_image, logits_per_text=logits_per_text, anchors=anchors, share=share, world=world,
+            gather=(lambda t: gather_rows(t, gather_with_grad and t.is_floating_point())) if distributed else (lambda t: t),
+            sum_over_processes=sum_over_processes, local_rows=local_rows, edges=edges, node_embeds_all=node_embeds_all,
+            graph_is_global=graph_is_global, class_logits=class_logits, labels=labels, inputs=objective_inputs,
         )
+        weights = objective_weights(self.config)
+        parts: dict[str, torch.Tensor | None] = {}
+        for name, objective in OBJECTIVES.items():
+            missing = [field for field in objective.batch_fields if field not in objective_inputs]
+            if missing:
+                if self.training and weights[name] != 0:
+                    raise ValueError(
+                        f"objective {name!r} has weight {weights[name]} but the batch lacks {missing}: build the data "
+                        "collator with slip_hf.objectives.batch_preparers(config, tokenizer, image_processor)."
+                    )
+                continue
+            parts[name] = objective()(state)
+            setattr(output, f"loss_{name}", parts[name])
+        output.num_positive_pairs = state.diagnostics.get("num_positive_pairs")
+        factors = self.objective_weight_factors
+        output.loss = weighted_total_loss(parts, {n: w * factors[n] if n in factors else w for n, w in weights.items()})
         return output
 
     @staticmethod

@@ -39,7 +39,8 @@ class RandomResizedCropFlip:
 
 class NodeTransform:
     """Batch transform for `datasets.Dataset.with_transform`: images -> `pixel_values`, texts ->
-    `input_ids`/`attention_mask`; `node_id` and the label column pass through.
+    `input_ids`/`attention_mask`; `node_id` and the label column pass through, and so does the raw text (as
+    `text`, for objectives that derive inputs from it).
 
     Bad input fails loudly and names the row: an image that cannot be decoded or an empty text raises a
     `ValueError` with the row's `node_id`, instead of training on garbage.
@@ -96,6 +97,7 @@ class NodeTransform:
             )
         )
         out["node_id"] = node_ids
+        out["text"] = [str(text) for text in texts]
         if self.label_column is not None and self.label_column in batch:
             out["labels"] = batch[self.label_column]
         return out

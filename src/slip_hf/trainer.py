@@ -14,10 +14,11 @@ from transformers.trainer_utils import seed_worker
 from .distributed import GlobalBatch, global_batch_edge_index
 from .evaluation.retrieval import retrieval_metrics
 from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
+from .objectives import OBJECTIVES, ObjectiveWeightSchedule, batch_preparers
 from .optimization import slip_parameter_groups
 
 # Training arguments that, when set, override the model config's field of the same name.
-_CONFIG_OVERRIDES = ("hops", "hop_mode", "lambda_graph", "lambda_aux")
+_CONFIG_OVERRIDES = ("hops", "hop_mode", *(f"lambda_{name}" for name in OBJECTIVES))
 # Collator outputs that describe the batch rather than feed the model.
 _BATCH_METADATA = ("node_ids", "num_cut_edges")
 
@@ -43,8 +44,27 @@ class SlipTrainingArguments(TrainingArguments):
     )
     hops: int | None = field(default=None, metadata={"help": "Override the model's hop threshold h (Eq. 2)."})
     hop_mode: str | None = field(default=None, metadata={"help": "Override the model's hop mode: within | exact."})
+    lambda_clip: float | None = field(default=None, metadata={"help": "Override the model's lambda_clip (CLIP InfoNCE, Eq. 1)."})
     lambda_graph: float | None = field(default=None, metadata={"help": "Override the model's lambda_graph (Eq. 7)."})
     lambda_aux: float | None = field(default=None, metadata={"help": "Override the model's lambda_aux (Eq. 7)."})
+    lambda_structxlip_global: float | None = field(
+        default=None, metadata={"help": "StructXLIP: edge map <-> structure-centric caption InfoNCE (reference 0.5; 0 = off)."}
+    )
+    lambda_structxlip_local: float | None = field(
+        default=None, metadata={"help": "StructXLIP: caption chunks <-> edge-map regions (reference 0.1; 0 = off)."}
+    )
+    lambda_structxlip_consistency: float | None = field(
+        default=None, metadata={"help": "StructXLIP: RGB <-> edge-map embedding consistency (reference 0.05; 0 = off)."}
+    )
+    objective_schedule: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Objectives whose weight follows the per-epoch warm-up + cosine decay with a floor "
+                  "(StructXLIP's schedule), e.g. structxlip_global structxlip_local structxlip_consistency."},
+    )
+    schedule_warmup_epochs: int = field(default=1, metadata={"help": "Schedule: linear warm-up epochs."})
+    schedule_decay_start: int = field(default=1, metadata={"help": "Schedule: epoch where the cosine decay starts."})
+    schedule_decay_end: int = field(default=8, metadata={"help": "Schedule: epoch where the decay reaches the floor."})
+    schedule_floor: float = field(default=0.5, metadata={"help": "Schedule: final factor of the weight."})
     batch_sampler: str = field(
         default="graph",
         metadata={"help": "'graph': batches of BFS clusters (dense subgraphs); 'uniform': random batches."},
@@ -94,6 +114,9 @@ class SlipTrainingArguments(TrainingArguments):
             raise ValueError(f"batch_sampler must be 'graph' or 'uniform', got {self.batch_sampler!r}.")
         if self.global_graph_loss and not self.global_clip_loss:
             raise ValueError("global_graph_loss needs global_clip_loss (the graph path uses the gathered embeddings).")
+        unknown = set(self.objective_schedule) - set(OBJECTIVES)
+        if unknown:
+            raise ValueError(f"objective_schedule names unknown objectives {sorted(unknown)}; known: {sorted(OBJECTIVES)}.")
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
             raise ValueError(
                 "early_stopping_patience needs load_best_model_at_end=True (with matching eval/save strategies), "
@@ -108,13 +131,15 @@ class SlipTrainer(Trainer):
       [`SlipDataCollator`];
     * with several processes, each global batch is sharded over them and the losses are those of the global
       batch (`global_clip_loss`, `global_graph_loss`; see `slip_hf.distributed`);
-    * the loss is the model's Eq. 7 total; `loss_clip`, `loss_graph`, `loss_aux`, the batch edge density
+    * the loss is the model's total over its enabled objectives; every `loss_<objective>`, the batch edge density
       (`edges_per_node`) and `positive_pairs` are averaged between logging steps and logged with `loss`;
     * the optimizer uses discriminative learning rates for CLIP and `graph_learning_rate` for the graph head;
     * `EarlyStoppingCallback` is added when `args.early_stopping_patience` is set.
 
     Args:
         graph: the dataset graph over the `node_id` column of the datasets.
+        image_processor: the model's image processor; objectives that render images from the batch
+            (StructXLIP's edge maps) need it when the trainer builds the data collator.
         Other arguments: as [`Trainer`].
     """
 
@@ -128,6 +153,7 @@ class SlipTrainer(Trainer):
         eval_dataset=None,
         processing_class=None,
         callbacks: list | None = None,
+        image_processor=None,
         **kwargs,
     ):
         if args is None:
@@ -137,14 +163,20 @@ class SlipTrainer(Trainer):
         if graph is None and args.batch_sampler == "graph":
             raise ValueError("SlipTrainer with batch_sampler='graph' needs `graph` (a NodeGraph).")
         self.graph = graph
-        if data_collator is None:
-            data_collator = SlipDataCollator(graph, tokenizer=processing_class)
-        callbacks = list(callbacks or [])
-        if args.early_stopping_patience is not None:
-            callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
         for name in _CONFIG_OVERRIDES:
             if getattr(args, name) is not None and model is not None:
                 setattr(model.config, name, getattr(args, name))
+        if data_collator is None:
+            preparers = batch_preparers(model.config, processing_class, image_processor) if model is not None else []
+            data_collator = SlipDataCollator(graph, tokenizer=processing_class, preparers=preparers)
+        callbacks = list(callbacks or [])
+        if args.early_stopping_patience is not None:
+            callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+        if args.objective_schedule:
+            callbacks.append(ObjectiveWeightSchedule(
+                args.objective_schedule, args.schedule_warmup_epochs, args.schedule_decay_start, args.schedule_decay_end,
+                args.schedule_floor,
+            ))
         super().__init__(
             model=model,
             args=args,
@@ -272,7 +304,7 @@ class SlipTrainer(Trainer):
         return torch.cat([padded[rank * width : rank * width + int(n)] for rank, n in enumerate(lengths.tolist())])
 
     def _record_loss_parts(self, outputs, inputs: dict[str, Any]) -> None:
-        parts = {"loss_clip": outputs.loss_clip, "loss_graph": outputs.loss_graph, "loss_aux": outputs.loss_aux}
+        parts = {f"loss_{name}": getattr(outputs, f"loss_{name}") for name in OBJECTIVES}
         parts["positive_pairs"] = outputs.num_positive_pairs
         batch_size = inputs["pixel_values"].size(0)
         parts["edges_per_node"] = edges_per_node(inputs["edge_index"], batch_size) if "edge_index" in inputs else None

@@ -1,0 +1,65 @@
+"""Training objectives, one file per method, selected by name and weight.
+
+Each registered objective `<name>` has a weight `SlipConfig.lambda_<name>` (0 = off), an output
+`SlipOutput.loss_<name>`, and a command-line flag `--lambda_<name>`. SLIP's three (`clip`, `graph`, `aux`)
+are on by default; StructXLIP's (`structxlip_global`, `structxlip_local`, `structxlip_consistency`) are off.
+Adding a method: a file here with its [`Objective`] classes, one line in `OBJECTIVES`, and its `lambda_<name>`
+in `SlipConfig` (with its `loss_<name>` in `SlipOutput`).
+"""
+
+from .base import BatchPreparer, ForwardState, Objective
+from .schedule import ObjectiveWeightSchedule, warmup_cosine_factor
+from .slip import AuxiliaryObjective, ClipObjective, GraphObjective
+from .structxlip import StructXlipConsistencyObjective, StructXlipGlobalObjective, StructXlipLocalObjective
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    objective.name: objective
+    for objective in (
+        ClipObjective,
+        GraphObjective,
+        AuxiliaryObjective,
+        StructXlipGlobalObjective,
+        StructXlipLocalObjective,
+        StructXlipConsistencyObjective,
+    )
+}
+"""Every objective by name, in the order their terms are summed."""
+
+
+def objective_weights(config) -> dict[str, float]:
+    """`{name: config.lambda_<name>}` for every registered objective."""
+    return {name: float(getattr(config, f"lambda_{name}")) for name in OBJECTIVES}
+
+
+def enabled_objectives(config) -> list[str]:
+    """Names of the objectives with a non-zero weight, in summation order."""
+    return [name for name, weight in objective_weights(config).items() if weight != 0]
+
+
+def batch_preparers(config, tokenizer=None, image_processor=None) -> list[BatchPreparer]:
+    """One [`BatchPreparer`] per family of enabled objectives that needs extra batch fields (none for SLIP)."""
+    kinds = []
+    for name in enabled_objectives(config):
+        preparer = OBJECTIVES[name].preparer
+        if preparer is not None and preparer not in kinds:
+            kinds.append(preparer)
+    return [kind(config, tokenizer, image_processor) for kind in kinds]
+
+
+def objective_batch_fields() -> frozenset[str]:
+    """Every batch field some objective may read (what `SlipModel.forward` accepts besides its own inputs)."""
+    return frozenset(field for objective in OBJECTIVES.values() for field in objective.batch_fields)
+
+
+__all__ = [
+    "OBJECTIVES",
+    "BatchPreparer",
+    "ForwardState",
+    "Objective",
+    "ObjectiveWeightSchedule",
+    "batch_preparers",
+    "enabled_objectives",
+    "objective_batch_fields",
+    "objective_weights",
+    "warmup_cosine_factor",
+]

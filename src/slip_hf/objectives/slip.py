@@ -1,0 +1,70 @@
+"""SLIP's objectives (Eq. 1, 5, 6): CLIP's InfoNCE, the structural contrastive loss over graph neighbours,
+and the auxiliary category loss. The math lives in `slip_hf.losses`; these wrap it for one process or the
+global batch of several."""
+
+import math
+
+import torch
+
+from ..graph_masks import hop_positive_mask
+from ..losses import auxiliary_classification_loss, clip_contrastive_loss, structural_contrastive_loss
+from .base import ForwardState, Objective
+
+# CLIP caps its temperature at 1/100; the structural loss uses the same ceiling.
+MAX_GRAPH_LOGIT_SCALE = math.log(100.0)
+
+
+class ClipObjective(Objective):
+    """Symmetric InfoNCE between the images and texts of the batch (Eq. 1); weight `lambda_clip` (1)."""
+
+    name = "clip"
+
+    def __call__(self, state: ForwardState) -> torch.Tensor:
+        loss = clip_contrastive_loss(state.logits_per_image, state.logits_per_text, targets=state.anchors)
+        return loss * state.share if state.anchors is not None else loss
+
+
+class GraphObjective(Objective):
+    """Structural contrastive loss of Eq. 5 on Z, positives within `config.hops` hops (Eq. 2); weight
+    `lambda_graph`. Reports `num_positive_pairs` (|M+| of the batch). `None` when the graph path is off."""
+
+    name = "graph"
+
+    def __call__(self, state: ForwardState) -> torch.Tensor | None:
+        if state.node_embeds_all is None:
+            return None
+        config = state.model.config
+        anchors = state.anchors if state.graph_is_global else None
+        z = state.node_embeds_all
+        mask = hop_positive_mask(state.edges, z.size(0), config.hops, config.hop_mode, rows=anchors)
+        positives = state.sum_over_processes(mask.sum()) if anchors is not None else mask.sum()
+        state.diagnostics["num_positive_pairs"] = positives
+        loss = structural_contrastive_loss(
+            z if anchors is None else z[anchors],
+            mask,
+            state.model.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp(),
+            key_embeds=None if anchors is None else z,
+            self_index=anchors,
+            exclude_self=config.graph_loss_exclude_self,
+            eps=config.graph_loss_eps,
+            num_positives=positives,
+        )
+        return loss * state.world if anchors is not None else loss
+
+
+class AuxiliaryObjective(Objective):
+    """Category cross-entropy of the auxiliary head (Eq. 6); weight `lambda_aux`. `None` without a head or
+    labels."""
+
+    name = "aux"
+
+    def __call__(self, state: ForwardState) -> torch.Tensor | None:
+        if state.class_logits is None or state.labels is None:
+            return None
+        if state.distributed:
+            labelled = state.sum_over_processes((state.labels != -100).sum()).clamp(min=1)
+            return auxiliary_classification_loss(state.class_logits, state.labels, num_labelled=labelled) * state.world
+        return auxiliary_classification_loss(state.class_logits, state.labels)
+
+
+__all__ = ["MAX_GRAPH_LOGIT_SCALE", "AuxiliaryObjective", "ClipObjective", "GraphObjective"]
