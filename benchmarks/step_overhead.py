@@ -6,8 +6,13 @@
 2. Batch edge density (undirected edges inside a batch per node) of the graph-aware sampler against uniform
    sampling on a power-law graph of `--graph-nodes` nodes (Chung-Lu, exponent 2.5, Electronics-like mean
    degree), over one full epoch, for several batch sizes. Also the sampler's time per epoch.
+3. SLIP + StructXLIP against SLIP on the same batches: the collator's extra work (Canny edge maps with kornia,
+   structure-centric captions, their tokens and chunks) and the train step, with the step's extra time split
+   into the edge maps' vision pass, the filtered captions' text pass (each forward + backward, timed alone)
+   and the rest (the three losses).
 
-    python benchmarks/step_overhead.py            # ~3 min on 2 CPU cores
+    python benchmarks/step_overhead.py                      # ~5 min on 2 CPU cores
+    python benchmarks/step_overhead.py --sections structxlip
 """
 
 import argparse
@@ -99,6 +104,75 @@ def step_time_ratio(args, graph: NodeGraph) -> None:
     print(f"**ratio SLIP / CLIP step time: {slip_median / clip_median:.3f}** (target <= 1.10)")
 
 
+_TITLE_WORDS = (
+    "black red blue silver rose gold aluminum silicone leather matte usb-c wireless charger case stand cable hub "
+    "adapter earbuds mouse keyboard for iphone laptop 65w fast magnetic screen protector tempered glass pack"
+).split()
+
+
+def _titles(count: int, generator: torch.Generator) -> list[str]:
+    picks = torch.randint(0, len(_TITLE_WORDS), (count, 8), generator=generator).tolist()
+    return [" ".join(_TITLE_WORDS[i] for i in row).capitalize() for row in picks]
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def structxlip_overhead(args, graph: NodeGraph) -> None:
+    from slip_hf.objectives import batch_preparers
+    from slip_hf.toy import toy_image_processor, train_toy_tokenizer
+
+    generator = torch.Generator().manual_seed(0)
+    clip_config = benchmark_clip_config(args.hidden, args.layers)
+    tokenizer = train_toy_tokenizer(_titles(2000, generator), vocab_size=1024, max_length=24)
+    clip_config.text_config.vocab_size = len(tokenizer)
+    clip_config.text_config.bos_token_id, clip_config.text_config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    weights = {"lambda_structxlip_global": 0.5, "lambda_structxlip_local": 0.1, "lambda_structxlip_consistency": 0.05}
+    torch.manual_seed(0)
+    slip = SlipModel(SlipConfig(clip_config=clip_config, num_labels=20))
+    both = SlipModel(SlipConfig(clip_config=clip_config, num_labels=20, **weights))
+    both.load_state_dict(slip.state_dict())
+    (prepare,) = batch_preparers(both.config, tokenizer, toy_image_processor(32))
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-5) for name, m in (("slip", slip), ("both", both))}
+    batches = iter(GraphClusterBatchSampler(graph, np.arange(graph.num_nodes), args.batch_size, seed=0))
+    times: dict[str, list[float]] = {"slip": [], "both": [], "prepare": [], "vision": [], "text": []}
+    for step in range(args.warmup + args.steps):
+        texts = _titles(args.batch_size, generator)
+        batch = make_batch(args.batch_size, graph, np.asarray(next(batches)), generator)
+        batch.update(tokenizer(texts, padding="max_length", truncation=True, max_length=24, return_tensors="pt"))
+        prepared = dict(batch)
+        elapsed = {"prepare": _timed(lambda: prepare(prepared, [{"text": t} for t in texts]))}
+        for name in (("slip", "both") if step % 2 == 0 else ("both", "slip")):
+            model, inputs = (slip, batch) if name == "slip" else (both, prepared)
+            elapsed[name] = _timed(lambda: (model(**inputs, return_loss=True).loss.backward(), optimizers[name].step(),
+                                            optimizers[name].zero_grad(set_to_none=True)))
+        elapsed["vision"] = _timed(lambda: both.clip.vision_model(pixel_values=prepared["edge_pixel_values"]).pooler_output.sum().backward())
+        elapsed["text"] = _timed(lambda: both.clip.text_model(input_ids=prepared["structure_input_ids"]).pooler_output.sum().backward())
+        both.zero_grad(set_to_none=True)
+        if step >= args.warmup:
+            for name, value in elapsed.items():
+                times[name].append(value)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    usable = float(prepared["edge_mask"].float().mean())
+    print(f"\n## SLIP + StructXLIP against SLIP, batch {args.batch_size}, CPU threads {torch.get_num_threads()}")
+    print(f"(same CLIP as above; edge maps usable for {usable:.0%} of the last batch's random images)")
+    print("| part | median (s) | share of the extra time |")
+    print("|---|---:|---:|")
+    extra = median["both"] - median["slip"] + median["prepare"]
+    rest = median["both"] - median["slip"] - median["vision"] - median["text"]
+    print(f"| SLIP train step | {median['slip']:.4f} | |")
+    print(f"| SLIP + StructXLIP train step | {median['both']:.4f} | |")
+    for label, value in (("collator: edge maps, filtered captions, chunks", median["prepare"]),
+                         ("edge maps through the vision tower (fwd + bwd)", median["vision"]),
+                         ("filtered captions through the text tower (fwd + bwd)", median["text"]),
+                         ("the three losses and the rest", rest)):
+        print(f"| {label} | {value:.4f} | {value / extra:.0%} |")
+    print(f"**ratio (SLIP + StructXLIP step + collator extra) / SLIP step: {(median['both'] + median['prepare']) / median['slip']:.3f}**")
+
+
 def sampler_density(args) -> NodeGraph:
     start = time.perf_counter()
     edges = power_law_edges(args.graph_nodes, args.graph_edges, exponent=2.5, seed=0)
@@ -130,10 +204,19 @@ def main() -> None:
     parser.add_argument("--graph-nodes", type=int, default=100_000)
     parser.add_argument("--graph-edges", type=int, default=2_000_000)
     parser.add_argument("--density-batch-sizes", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--sections", nargs="+", default=["density", "slip", "structxlip"],
+                        choices=["density", "slip", "structxlip"], help="Which measurements to run.")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
-    graph = sampler_density(args)
-    step_time_ratio(args, graph)
+    if "density" in args.sections:
+        graph = sampler_density(args)
+    else:
+        edges = power_law_edges(args.graph_nodes, args.graph_edges, exponent=2.5, seed=0)
+        graph = NodeGraph.from_edges(edges[0], edges[1], args.graph_nodes)
+    if "slip" in args.sections:
+        step_time_ratio(args, graph)
+    if "structxlip" in args.sections:
+        structxlip_overhead(args, graph)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,13 @@ CASES = {
     "no_grad_gather": dict(hops=1, gather_with_grad=False, local_loss=True),
     "structxlip": dict(hops=1, gather_with_grad=True, local_loss=True, structxlip=True),
     "structxlip_full_rows": dict(hops=1, gather_with_grad=True, local_loss=False, structxlip=True),
+    "all_methods": dict(hops=1, gather_with_grad=True, local_loss=True, structxlip=True, structure_clip=True),
 }
 STRUCTXLIP_PARTS = ("loss_structxlip_global", "loss_structxlip_local", "loss_structxlip_consistency")
+STRUCTURE_CLIP_PARTS = ("loss_structure_clip_margin", "loss_structure_clip_hinge", "loss_structure_clip_negclip")
 
 
-def _model(hops: int, structxlip: bool = False) -> SlipModel:
+def _model(hops: int, structxlip: bool = False, structure_clip: bool = False) -> SlipModel:
     tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
     clip = CLIPConfig(
         text_config={**tower, "vocab_size": 64, "max_position_embeddings": 8, "bos_token_id": 0, "eos_token_id": 1},
@@ -43,12 +45,14 @@ def _model(hops: int, structxlip: bool = False) -> SlipModel:
     config = SlipConfig(clip_config=clip, graph_hidden_size=16, graph_num_heads=2, graph_dropout=0.0, num_labels=3,
                         hops=hops, lambda_graph=0.5, lambda_aux=0.3,
                         **({"lambda_structxlip_global": 0.5, "lambda_structxlip_local": 0.2,
-                            "lambda_structxlip_consistency": 0.1} if structxlip else {}))
+                            "lambda_structxlip_consistency": 0.1} if structxlip else {}),
+                        **({"lambda_structure_clip_margin": 1.0, "lambda_structure_clip_hinge": 0.5,
+                            "lambda_structure_clip_negclip": 0.3} if structure_clip else {}))
     torch.manual_seed(0)
     return SlipModel(config)
 
 
-def _batch(structxlip: bool = False) -> dict[str, torch.Tensor]:
+def _batch(structxlip: bool = False, structure_clip: bool = False) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(2, 64, (WORLD * LOCAL, 6), generator=generator)
     input_ids[:, -1] = 1
@@ -71,11 +75,16 @@ def _batch(structxlip: bool = False) -> dict[str, torch.Tensor]:
             structure_chunk_mask=chunks,
             structure_text_mask=torch.tensor([1, 1, 1, 1, 1, 0, 1, 1], dtype=torch.bool),
         )
+    if structure_clip:  # semantic negatives, missing for one item of each rank
+        negative_ids = torch.randint(2, 64, (WORLD * LOCAL, 6), generator=generator)
+        negative_ids[:, -1] = 1
+        batch.update(negative_input_ids=negative_ids, negative_attention_mask=torch.ones_like(negative_ids),
+                     negative_mask=torch.tensor([1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.bool))
     return batch
 
 
 def _loss_parts(output) -> dict[str, torch.Tensor]:
-    names = ("loss", "loss_clip", "loss_graph", "loss_aux", *STRUCTXLIP_PARTS)
+    names = ("loss", "loss_clip", "loss_graph", "loss_aux", *STRUCTXLIP_PARTS, *STRUCTURE_CLIP_PARTS)
     return {name: getattr(output, name).detach().reshape(1) for name in names if getattr(output, name) is not None}
 
 
@@ -89,8 +98,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     _init(rank, port)
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
     for name, case in CASES.items():
-        model = DistributedDataParallel(_model(case["hops"], case.get("structxlip", False)))
-        local = {key: value[rows] for key, value in _batch(case.get("structxlip", False)).items()}
+        methods = (case.get("structxlip", False), case.get("structure_clip", False))
+        model = DistributedDataParallel(_model(case["hops"], *methods))
+        local = {key: value[rows] for key, value in _batch(*methods).items()}
         global_batch = GlobalBatch(GLOBAL_EDGES, gather_with_grad=case["gather_with_grad"], local_loss=case["local_loss"])
         output = model(**local, labels=LABELS[rows], return_loss=True, global_batch=global_batch)
         output.loss.backward()  # DDP averages the gradients over the two processes
@@ -119,9 +129,9 @@ def two_process_results(tmp_path_factory):
     return {name: load_file(str(out_dir / f"{name}.safetensors")) for name in CASES}
 
 
-def _single_process(hops: int, structxlip: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    model = _model(hops, structxlip)
-    output = model(**_batch(structxlip), edge_index=GLOBAL_EDGES, labels=LABELS, return_loss=True)
+def _single_process(hops: int, structxlip: bool = False, structure_clip: bool = False) -> tuple[dict, dict]:
+    model = _model(hops, structxlip, structure_clip)
+    output = model(**_batch(structxlip, structure_clip), edge_index=GLOBAL_EDGES, labels=LABELS, return_loss=True)
     output.loss.backward()
     grads = {f"grad.{n}": p.grad for n, p in model.named_parameters() if p.grad is not None}
     return grads, _loss_parts(output)
@@ -137,13 +147,15 @@ def _close(result: torch.Tensor, expected: torch.Tensor) -> bool:
     return bool((result - expected).abs().max() <= 1e-5 * expected.abs().max() + 1e-6)
 
 
-@pytest.mark.parametrize("case", ["hops1", "hops2", "full_rows", "structxlip", "structxlip_full_rows"])
+@pytest.mark.parametrize("case", ["hops1", "hops2", "full_rows", "structxlip", "structxlip_full_rows", "all_methods"])
 def test_two_processes_equal_one_process_on_the_global_batch(two_process_results, case):
-    grads, parts = _single_process(CASES[case]["hops"], CASES[case].get("structxlip", False))
+    grads, parts = _single_process(CASES[case]["hops"], CASES[case].get("structxlip", False), CASES[case].get("structure_clip", False))
     result = two_process_results[case]
     assert set(parts) == set(result) - {k for k in result if k.startswith("grad.")}
     if CASES[case].get("structxlip"):
         assert all(parts[name] > 0 for name in STRUCTXLIP_PARTS)
+    if CASES[case].get("structure_clip"):
+        assert all(parts[name] > 0 for name in STRUCTURE_CLIP_PARTS)
     for name, value in parts.items():
         assert torch.allclose(result[name], value, atol=ATOL, rtol=RTOL), (name, result[name], value)
     assert parts["loss_graph"] > 0 and set(grads) == {k for k in result if k.startswith("grad.")}

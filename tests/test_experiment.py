@@ -182,7 +182,11 @@ def test_ablation_objectives_table_has_one_row_per_objective_set(graph_dataset_d
         ["| CLIP", "clip"], ["| SLIP", "clip, graph, aux"],
         ["| StructXLIP", "clip, structxlip_global, structxlip_local, structxlip_consistency"],
         ["| SLIP + StructXLIP", "clip, graph, aux, structxlip_global, structxlip_local, structxlip_consistency"],
+        ["| SLIP + Structure-CLIP", "clip, graph, aux, structure_clip_margin, structure_clip_hinge"],
+        ["| SLIP + StructXLIP + Structure-CLIP", "clip, graph, aux, structxlip_global, structxlip_local, "
+         "structxlip_consistency, structure_clip_margin, structure_clip_hinge"],
     ]
+    assert SlipModel.from_pretrained(tmp_path / "objectives_all" / "seed0").knowledge_encoder is not None
     structxlip = SlipModel.from_pretrained(tmp_path / "objectives_structxlip" / "seed0")
     assert structxlip.config.lambda_structxlip_global == 0.5 and not structxlip.config.use_graph
     both = json.loads((tmp_path / "objectives_slip_structxlip" / "seed0" / "run_config.json").read_text())

@@ -3,8 +3,9 @@
 * Table 3, batch size: for each batch size, the CLIP fine-tuning baseline ("w/o G") and SLIP ("w/ G");
 * Table 4, components at one batch size: CLIP fine-tune; + Graph only; + Graph + Aux; + Graph + Aux without
   discriminative learning rates (layer decay 1.0);
-* objectives: one row per set of objectives (`slip_hf.objectives`): CLIP, SLIP, StructXLIP and SLIP +
-  StructXLIP, with StructXLIP's reference weights.
+* objectives: one row per set of objectives (`slip_hf.objectives`): CLIP, SLIP, StructXLIP, SLIP +
+  StructXLIP, SLIP + Structure-CLIP and all three, with the references' weights; with `aro_dir`, each run is
+  also scored on an ARO-format benchmark (`slip-hf make-structure-benchmark` writes a product one).
 
 Every run is [`run_experiment`] with the same recipe (model, data, schedule) and only the ablated setting
 changed, so the rows differ by exactly what their label says.
@@ -29,12 +30,17 @@ COMPONENT_VARIANTS = {
     "+ Graph + Aux, no DLR": ("graph_aux_no_dlr", "slip", True, False),
 }
 STRUCTXLIP_WEIGHTS = {"lambda_structxlip_global": 0.5, "lambda_structxlip_local": 0.1, "lambda_structxlip_consistency": 0.05}
+STRUCTURE_CLIP_SETTINGS = {"lambda_structure_clip_margin": 1.0, "lambda_structure_clip_hinge": 1.0, "use_knowledge_encoder": True}
 OBJECTIVE_SETS = {
     # name: (run folder, changes to the recipe)
     "CLIP": ("objectives_clip", {"baseline": "clip"}),
     "SLIP": ("objectives_slip", {"baseline": "slip"}),
     "StructXLIP": ("objectives_structxlip", {"baseline": "clip", **STRUCTXLIP_WEIGHTS}),
     "SLIP + StructXLIP": ("objectives_slip_structxlip", {"baseline": "slip", **STRUCTXLIP_WEIGHTS}),
+    "SLIP + Structure-CLIP": ("objectives_slip_structure_clip", {"baseline": "slip", **STRUCTURE_CLIP_SETTINGS}),
+    "SLIP + StructXLIP + Structure-CLIP": (
+        "objectives_all", {"baseline": "slip", **STRUCTXLIP_WEIGHTS, **STRUCTURE_CLIP_SETTINGS}
+    ),
 }
 _COLUMNS = (
     ("i2t", "mrr_i2t", 3), ("t2i", "mrr_t2i", 3), ("Mean", "mrr", 3), ("Med", "median_rank", 1),
@@ -53,6 +59,12 @@ class AblationArguments:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds per row."})
     batch_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024], metadata={"help": "Table 3's batch sizes."})
+    objective_sets: list[str] = field(
+        default_factory=lambda: list(OBJECTIVE_SETS), metadata={"help": "Rows of the objectives table (names of OBJECTIVE_SETS)."}
+    )
+    aro_dir: str | None = field(
+        default=None, metadata={"help": "Also score every run of the objectives table on this ARO-format folder."}
+    )
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -84,11 +96,15 @@ def components_table(rows: dict[str, list[dict]]) -> str:
 
 
 def objectives_table(rows: dict[str, list[dict]]) -> str:
-    """One row per objective set: `rows[name]` -> markdown with the enabled objectives."""
-    header = "| Objectives | Enabled | MRR " + " | ".join(name for name, _, _ in _COLUMNS) + " |"
-    lines = [header, "|---|---|" + "---:|" * len(_COLUMNS)]
+    """One row per objective set: `rows[name]` -> markdown with the enabled objectives, and the ARO-format
+    benchmark's macro accuracies when the runs were scored on one."""
+    tasks = sorted({task for results in rows.values() for task in results[0].get("aro", {})})
+    header = "| Objectives | Enabled | MRR " + " | ".join(name for name, _, _ in _COLUMNS) + "".join(f" | {t}" for t in tasks) + " |"
+    lines = [header, "|---|---|" + "---:|" * (len(_COLUMNS) + len(tasks))]
     for name, results in rows.items():
-        lines.append(_row([name, ", ".join(results[0].get("objectives", []))], results))
+        row = _row([name, ", ".join(results[0].get("objectives", []))], results)
+        cells = [_cell([r["aro"][task] for r in results], 3) for task in tasks]
+        lines.append(row + "".join(f" {cell} |" for cell in cells))
     return "\n".join(lines)
 
 
@@ -99,6 +115,14 @@ def _run(model_args, data_args, training_args, out: Path, label: str, seed: int,
     args = dataclasses.replace(training_args, output_dir=str(run_dir), seed=seed, data_seed=seed, **training_changes)
     result = run_experiment(dataclasses.replace(model_args, **model_changes), dataclasses.replace(data_args, plots=False), args, run_name=label)
     return {**result["test"], "objectives": result["objectives"]}
+
+
+def _with_aro(result: dict, run_dir: Path, aro_dir: str | None) -> dict:
+    if aro_dir:
+        from .evaluation.aro import evaluate_aro
+
+        result["aro"] = {task: r.macro_accuracy for task, r in evaluate_aro(str(run_dir), aro_dir).items()}
+    return result
 
 
 def run_ablation(
@@ -131,9 +155,15 @@ def run_ablation(
         report.append(f"## Components at batch {training_args.per_device_train_batch_size} (Table 4)\n\n" + components_table(rows_c))
         raw["components"] = rows_c
     if ablation.table == "objectives":
+        unknown = set(ablation.objective_sets) - set(OBJECTIVE_SETS)
+        if unknown:
+            raise ValueError(f"unknown objective sets {sorted(unknown)}; choose from {list(OBJECTIVE_SETS)}.")
         rows_o = {
-            name: [_run(model_args, data_args, training_args, out, label, seed, **changes) for seed in ablation.seeds]
-            for name, (label, changes) in OBJECTIVE_SETS.items()
+            name: [
+                _with_aro(_run(model_args, data_args, training_args, out, label, seed, **changes), out / label / f"seed{seed}", ablation.aro_dir)
+                for seed in ablation.seeds
+            ]
+            for name, (label, changes) in OBJECTIVE_SETS.items() if name in ablation.objective_sets
         }
         report.append(f"## Objectives at batch {training_args.per_device_train_batch_size}\n\n" + objectives_table(rows_o))
         raw["objectives"] = rows_o
@@ -145,6 +175,11 @@ def run_ablation(
 
 
 __all__ = [
-    "AblationArguments", "COMPONENT_VARIANTS", "OBJECTIVE_SETS", "batch_size_table", "components_table", "objectives_table",
+    "COMPONENT_VARIANTS",
+    "OBJECTIVE_SETS",
+    "AblationArguments",
+    "batch_size_table",
+    "components_table",
+    "objectives_table",
     "run_ablation",
 ]

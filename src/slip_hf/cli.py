@@ -4,6 +4,8 @@
     slip-hf train recipe.yaml                           # = python training/run_slip.py recipe.yaml
     slip-hf evaluate --model_name_or_path runs/slip --dataset_name data/
     slip-hf ablate recipe.yaml --table components --seeds 0 1 2
+    slip-hf evaluate-aro --aro_dir aro/ --model_name_or_path runs/slip openai/clip-vit-base-patch16
+    slip-hf make-structure-benchmark --dataset_dir data/ --out_dir product-aro/
     slip-hf generate-raw --raw-dir raw/                 # the embedded synthetic Amazon-schema raw files
     slip-hf build-dataset --raw-dir raw/ --out data/    # raw files -> amazon-copurchase-mm dataset
     slip-hf push-dataset --dataset-dir data/ --repo-id you/amazon-copurchase-mm
@@ -27,7 +29,13 @@ Commands:
   evaluate        Evaluate a SLIP or plain CLIP checkpoint on a dataset split: retrieval (Table 2),
                   zero-/few-shot classification, alignment, plots.
   ablate          The paper's ablations from a recipe: batch sizes with and without the graph (Table 3) and
-                  the components (Table 4), several seeds, mean ± std (= python training/ablate.py).
+                  the components (Table 4), or the objectives (CLIP, SLIP, StructXLIP, Structure-CLIP and
+                  their combinations), several seeds, mean ± std (= python training/ablate.py).
+  evaluate-aro    ARO (VG-Relation, VG-Attribution): does a model prefer the true caption over the same words
+                  with subject/object or attributes swapped? SLIP and plain CLIP checkpoints.
+  make-structure-benchmark
+                  A product-domain structure benchmark in ARO's format from a built dataset (attribute
+                  binding, direction of "for").
   generate-raw    Write the embedded synthetic data: Amazon Reviews 2023 raw files (reviews, metadata) and
                   rendered product images, with a known co-purchase structure and planted bad rows.
   build-dataset   Build the co-purchase multimodal graph dataset (amazon-copurchase-mm) from raw Amazon
@@ -162,11 +170,10 @@ def evaluate(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     import torch
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
 
     from .data.hub import load_copurchase_graph
     from .evaluation import EvaluationConfig, evaluate_checkpoint, write_figures, write_report
-    from .modeling_slip import SlipModel
+    from .evaluation.aro import load_dual_encoder
 
     args = _parse_config(
         EvaluateArguments,
@@ -176,13 +183,11 @@ def evaluate(argv: Sequence[str]) -> int:
         argv,
     )
     path = args.model_name_or_path
-    model_class = SlipModel if AutoConfig.from_pretrained(path).model_type == "slip" else CLIPModel
-    model = model_class.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    model, image_processor, tokenizer = load_dual_encoder(path)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     graph = load_copurchase_graph(args.dataset_name, args.dataset_config)
     config = EvaluationConfig(text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot), batch_size=args.batch_size)
-    metrics, embeddings = evaluate_checkpoint(
-        model, AutoImageProcessor.from_pretrained(path), AutoTokenizer.from_pretrained(path), graph.nodes[args.split], config, graph.nodes["train"]
-    )
+    metrics, embeddings = evaluate_checkpoint(model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"])
     name = args.name or Path(path).name
     json_path, markdown_path = write_report({name: [metrics]}, args.output_dir, args.split)
     figures = write_figures(
@@ -191,6 +196,73 @@ def evaluate(argv: Sequence[str]) -> int:
     )
     print(markdown_path.read_text())
     print(f"written: {json_path}, {markdown_path}, {', '.join(figures.values())}")
+    return 0
+
+
+@dataclass
+class EvaluateAroArguments:
+    """`slip-hf evaluate-aro`: which checkpoints, on which ARO-format folder."""
+
+    aro_dir: str = field(metadata={"help": "Folder with visual_genome_relation.json, visual_genome_attribution.json and "
+                                   "images/ (the ARO release, or `slip-hf make-structure-benchmark` output)."})
+    model_name_or_path: list[str] = field(metadata={"help": "One or more SLIP or CLIP checkpoints (hub ids or folders)."})
+    tasks: list[str] = field(default_factory=lambda: ["VG-Relation", "VG-Attribution"], metadata={"help": "Tasks to score."})
+    batch_size: int = field(default=64, metadata={"help": "Cases per forward pass."})
+    max_text_length: int = field(default=77, metadata={"help": "Tokens per caption."})
+    output_file: str | None = field(default=None, metadata={"help": "Also write the results as JSON here."})
+
+
+def evaluate_aro(argv: Sequence[str]) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from .evaluation.aro import aro_table
+    from .evaluation.aro import evaluate_aro as run
+
+    args = _parse_config(
+        EvaluateAroArguments,
+        "slip-hf evaluate-aro",
+        "ARO: accuracy of preferring each image's true caption over its structure-swapped one (VG-Relation: "
+        "subject and object swapped; VG-Attribution: two attributes swapped), per relation / attribute pair and "
+        "macro-averaged, for SLIP and plain CLIP checkpoints.",
+        argv,
+    )
+    results = {path: run(path, args.aro_dir, args.tasks, args.batch_size, args.max_text_length) for path in args.model_name_or_path}
+    print(aro_table(results))
+    if args.output_file:
+        Path(args.output_file).write_text(json.dumps({m: {t: asdict(r) for t, r in by.items()} for m, by in results.items()}, indent=1))
+    return 0
+
+
+@dataclass
+class StructureBenchmarkArguments:
+    """`slip-hf make-structure-benchmark`: the product-domain ARO-format benchmark from a built dataset."""
+
+    dataset_dir: str = field(metadata={"help": "A dataset folder built from the embedded generator's raw data."})
+    out_dir: str = field(metadata={"help": "Where the ARO-format files and images go."})
+    dataset_config: str = field(default="electronics", metadata={"help": "Dataset config."})
+    split: str = field(default="test", metadata={"help": "Split whose items make the cases."})
+    num_cases: int = field(default=300, metadata={"help": "Cases per kind (attribute binding, direction of 'for')."})
+    image_size: int = field(default=64, metadata={"help": "Side of each item's image in the composites."})
+    seed: int = field(default=0, metadata={"help": "Seed of the pairing."})
+
+
+def make_structure_benchmark(argv: Sequence[str]) -> int:
+    from .data.structure_benchmark import write_product_structure_benchmark
+
+    args = _parse_config(
+        StructureBenchmarkArguments,
+        "slip-hf make-structure-benchmark",
+        "Write a product-domain structure benchmark in ARO's format: attribute binding (two items side by side, "
+        "colours bound to the other product in the false caption) and the direction of 'for' (an accessory inset "
+        "on its co-purchased main product).",
+        argv,
+    )
+    counts = write_product_structure_benchmark(
+        args.dataset_dir, args.out_dir, args.dataset_config, args.split, args.num_cases, args.image_size, args.seed
+    )
+    print(f"{counts['attribution']} attribute-binding and {counts['relation']} 'for' cases in {args.out_dir}")
     return 0
 
 
@@ -295,6 +367,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": train,
     "evaluate": evaluate,
     "ablate": ablate,
+    "evaluate-aro": evaluate_aro,
+    "make-structure-benchmark": make_structure_benchmark,
     "generate-raw": generate_raw,
     "build-dataset": build_dataset,
     "push-dataset": push_dataset,

@@ -78,6 +78,26 @@ class SlipConfig(PreTrainedConfig):
         Further words removed from structure-centric captions.
     structxlip_min_content_words (`int`, *optional*, defaults to 2):
         A filtered caption with fewer non-stopwords falls back to the original caption.
+    lambda_structure_clip_margin (`float`, *optional*, defaults to 0.0):
+        Structure-CLIP: true caption vs its scene-graph negative, margin loss (reference: 1.0).
+    lambda_structure_clip_hinge (`float`, *optional*, defaults to 0.0):
+        Structure-CLIP: hinge contrastive loss on knowledge-enhanced texts (reference: 1.0).
+    lambda_structure_clip_negclip (`float`, *optional*, defaults to 0.0):
+        Structure-CLIP: InfoNCE with the negatives as extra text candidates (NegCLIP style).
+    structure_clip_margin (`float`, *optional*, defaults to 0.1), structure_clip_hinge_margin (`float`, *optional*, defaults to 0.2):
+        Margins of the two losses (reference values).
+    structure_clip_hard_negatives (`bool`, *optional*, defaults to `True`):
+        Hinge loss against the hardest in-batch negatives (`False`: the mean, the reference's warm-up).
+    structure_clip_replace_attributes (`bool`, *optional*, defaults to `True`):
+        Also make negatives by replacing a one-object title's colour (product titles; not in the reference).
+    use_knowledge_encoder (`bool`, *optional*, defaults to `False`):
+        Build the Knowledge-Enhanced Encoder (`slip_hf.knowledge_encoder`); the hinge loss then uses it.
+    knowledge_num_layers (`int`, *optional*, defaults to 2), knowledge_num_heads (`int`, *optional*, defaults to 4):
+        Its transformer layers and heads (reference: 4 layers of BERT-base).
+    knowledge_weight (`float`, *optional*, defaults to 0.01):
+        w in E_t + w K (reference: 0.01).
+    knowledge_max_triples (`int`, *optional*, defaults to 8), knowledge_max_tokens (`int`, *optional*, defaults to 8):
+        Triples per text and tokens per triple element fed to the encoder.
     num_labels (`int`, *optional*, defaults to 0):
         Number of categories of the auxiliary classifier; 0 builds no classifier. `id2label` may be given instead.
 
@@ -126,6 +146,19 @@ class SlipConfig(PreTrainedConfig):
     structxlip_remove: list[str] | None = None
     structxlip_extra_terms: list[str] | None = None
     structxlip_min_content_words: int = 2
+    lambda_structure_clip_margin: float = 0.0
+    lambda_structure_clip_hinge: float = 0.0
+    lambda_structure_clip_negclip: float = 0.0
+    structure_clip_margin: float = 0.1
+    structure_clip_hinge_margin: float = 0.2
+    structure_clip_hard_negatives: bool = True
+    structure_clip_replace_attributes: bool = True
+    use_knowledge_encoder: bool = False
+    knowledge_num_layers: int = 2
+    knowledge_num_heads: int = 4
+    knowledge_weight: float = 0.01
+    knowledge_max_triples: int = 8
+    knowledge_max_tokens: int = 8
 
     def __post_init__(self, **kwargs):
         # The auxiliary head is opt-in: without `id2label`/`num_labels` a SLIP model has no classifier
@@ -158,6 +191,8 @@ class SlipConfig(PreTrainedConfig):
             raise ValueError("structxlip_canny_low must be in [0, structxlip_canny_high].")
         if self.structxlip_num_regions < 1 or self.structxlip_max_chunks < 1 or self.structxlip_chunk_window < 1:
             raise ValueError("structxlip_num_regions, structxlip_max_chunks and structxlip_chunk_window must be >= 1.")
+        if self.use_knowledge_encoder and (self.knowledge_num_layers < 1 or self.knowledge_max_triples < 1):
+            raise ValueError("the knowledge encoder needs knowledge_num_layers >= 1 and knowledge_max_triples >= 1.")
         if self.structxlip_chunk_tau <= 0:
             raise ValueError(f"structxlip_chunk_tau must be > 0, got {self.structxlip_chunk_tau}.")
 

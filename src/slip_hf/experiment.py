@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 from safetensors.torch import save_file
+from datasets import DatasetDict
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, set_seed
 
 from .data.hub import load_copurchase_graph
@@ -19,9 +20,9 @@ from .evaluation.plots import write_figures
 from .evaluation.runner import EvaluationConfig, evaluate_checkpoint, write_report
 from .model_card import build_model_card, push_model_to_hub
 from .modeling_slip import SlipModel
-from .objectives import enabled_objectives, objective_weights
+from .objectives import enabled_objectives, needs_scene_graphs, objective_weights
 from .processing import NodeTransform, RandomResizedCropFlip
-from .trainer import SlipTrainer, SlipTrainingArguments
+from .trainer import SlipTrainer, SlipTrainingArguments, apply_config_overrides
 
 
 @dataclass
@@ -44,6 +45,9 @@ class ModelArguments:
     graph_num_heads: int = field(default=4, metadata={"help": "GAT attention heads."})
     graph_dropout: float = field(default=0.1, metadata={"help": "GAT dropout."})
     graph_loss_exclude_self: bool = field(default=False, metadata={"help": "SupCon-style Eq. 5 denominator (without the anchor)."})
+    use_knowledge_encoder: bool = field(
+        default=False, metadata={"help": "Structure-CLIP's Knowledge-Enhanced Encoder over each text's scene-graph triples."}
+    )
 
 
 @dataclass
@@ -78,6 +82,7 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
         graph_num_heads=model_args.graph_num_heads,
         graph_dropout=model_args.graph_dropout,
         graph_loss_exclude_self=model_args.graph_loss_exclude_self,
+        use_knowledge_encoder=model_args.use_knowledge_encoder,
         lambda_graph=0.0 if is_baseline else 0.05,
         lambda_aux=0.1 if use_aux else 0.0,
         **({"num_labels": num_labels, "id2label": id2label} if use_aux else {}),
@@ -104,12 +109,22 @@ def run_experiment(
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     image_processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or model_args.model_name_or_path)
     model = _load_model(model_args, len(class_names), dict(enumerate(class_names)))
+    apply_config_overrides(model.config, training_args)
+    scene_graphs = needs_scene_graphs(model.config)
+    if scene_graphs:  # Structure-CLIP: parse every text once (cached by `datasets`)
+        from .objectives.structure_clip_inputs import annotate_scene_graphs
+
+        nodes = DatasetDict({
+            name: annotate_scene_graphs(split, data_args.text_column, model.config.structure_clip_replace_attributes)
+            for name, split in nodes.items() if name in ("train", "validation")
+        } | {name: split for name, split in nodes.items() if name not in ("train", "validation")})
 
     def transform(augment: bool) -> NodeTransform:
         return NodeTransform(
             image_processor, tokenizer, text_column=data_args.text_column, image_column=data_args.image_column,
             max_length=data_args.max_text_length, label_column=data_args.label_column if model.classifier is not None else None,
             image_augmentation=RandomResizedCropFlip() if augment else None,
+            extra_columns=("negative_caption", "triples") if scene_graphs else (),
         )
 
     train = nodes["train"].with_transform(transform(data_args.augment))

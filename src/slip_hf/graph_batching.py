@@ -371,9 +371,8 @@ class SlipDataCollator:
         if self.preparers:
             if "text" not in features[0]:
                 raise KeyError("the enabled objectives need each row's raw 'text' (NodeTransform passes it through).")
-            texts = [str(f["text"]) for f in features]
             for prepare in self.preparers:
-                prepare(batch, texts)
+                prepare(batch, list(features))
         return batch
 
     def _collate_text(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

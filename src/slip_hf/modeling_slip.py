@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 from .configuration_slip import SlipConfig
 from .distributed import GlobalBatch, gather_rows, rank_and_world_size, sum_over_processes
 from .graph_masks import symmetric_simple_edges
+from .knowledge_encoder import SlipKnowledgeEncoder
 from .losses import weighted_total_loss
 from .objectives import OBJECTIVES, ForwardState, objective_batch_fields, objective_weights
 
@@ -52,6 +53,8 @@ class SlipOutput(ModelOutput):
     loss_structxlip_global, loss_structxlip_local, loss_structxlip_consistency (`torch.FloatTensor` of shape `()`):
         StructXLIP's losses (unweighted), returned with `return_loss=True` when the batch carries their inputs
         (see `slip_hf.objectives.structxlip`).
+    loss_structure_clip_margin, loss_structure_clip_hinge, loss_structure_clip_negclip (`torch.FloatTensor` of shape `()`):
+        Structure-CLIP's losses (unweighted), likewise (see `slip_hf.objectives.structure_clip`).
     logits_per_image (`torch.FloatTensor` of shape `(b, b)`):
         Scaled image-text cosine similarities.
     logits_per_text (`torch.FloatTensor` of shape `(b, b)`):
@@ -75,6 +78,9 @@ class SlipOutput(ModelOutput):
     loss_structxlip_global: torch.FloatTensor | None = None
     loss_structxlip_local: torch.FloatTensor | None = None
     loss_structxlip_consistency: torch.FloatTensor | None = None
+    loss_structure_clip_margin: torch.FloatTensor | None = None
+    loss_structure_clip_hinge: torch.FloatTensor | None = None
+    loss_structure_clip_negclip: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
@@ -174,7 +180,7 @@ class SlipPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Glorot for GAT weights and attention vectors (as torch_geometric does), Xavier for the fusion and
-        classifier, identity LayerNorm, and the configured graph temperature. CLIP's own modules are initialised
+        classifier and the knowledge encoder, identity LayerNorm, and the configured graph temperature. CLIP's own modules are initialised
         by `CLIPPreTrainedModel`."""
         if isinstance(module, GATConv):
             for name, param in module.named_parameters():
@@ -189,6 +195,12 @@ class SlipPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+        elif isinstance(module, SlipKnowledgeEncoder):
+            init.normal_(module.role_embedding, std=0.02)
+            init.normal_(module.cls_embedding, std=0.02)
         elif isinstance(module, SlipModel) and module.graph_logit_scale is not None:
             init.constant_(module.graph_logit_scale, self.config.graph_logit_scale_init)
 
@@ -226,6 +238,12 @@ class SlipModel(SlipPreTrainedModel):
         if config.num_labels > 0:
             aux_in = config.resolved_node_embed_dim if config.use_graph else 2 * projection_dim
             self.classifier = nn.Linear(aux_in, config.num_labels)
+        self.knowledge_encoder = None
+        if config.use_knowledge_encoder:
+            text_config = config.clip_config.text_config
+            self.knowledge_encoder = SlipKnowledgeEncoder(
+                text_config.hidden_size, projection_dim, config.knowledge_num_layers, config.knowledge_num_heads
+            )
         # Per-epoch factors of objective weights (`slip_hf.objectives.ObjectiveWeightSchedule`); not saved.
         self.objective_weight_factors: dict[str, float] = {}
         self.post_init()
@@ -254,6 +272,16 @@ class SlipModel(SlipPreTrainedModel):
         """CLIP text embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see
         `CLIPModel.get_text_features`."""
         return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def get_knowledge_features(
+        self, triple_input_ids: torch.Tensor, triple_attention_mask: torch.Tensor, triple_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Structure-CLIP's knowledge embedding K `(b, d)` of each text's triples (zero without triples); see
+        `slip_hf.knowledge_encoder`. Needs `config.use_knowledge_encoder`."""
+        if self.knowledge_encoder is None:
+            raise ValueError("this model has no knowledge encoder: build it with use_knowledge_encoder=True.")
+        token_embedding = self.clip.text_model.embeddings.token_embedding
+        return self.knowledge_encoder(token_embedding, triple_input_ids, triple_attention_mask, triple_mask)
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """CLIP image embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see
@@ -289,8 +317,9 @@ class SlipModel(SlipPreTrainedModel):
                 the global batch) and each loss is this process's share, whose average over processes is the
                 global loss.
             objective_inputs: the batch fields of objectives beyond SLIP's (e.g. StructXLIP's `edge_pixel_values`;
-                `slip_hf.objectives.batch_preparers` makes them). An objective is computed when its fields are
-                present and counts in `loss` when its weight `config.lambda_<name>` is not 0.
+                `slip_hf.objectives.batch_preparers` makes them). An objective is computed when its weight
+                `config.lambda_<name>` is not 0 (SLIP's parts also at 0, as reports) and its fields are present;
+                missing fields are an error in training and skip the objective in evaluation.
         """
         unknown = set(objective_inputs) - objective_batch_fields()
         if unknown:
@@ -360,9 +389,11 @@ class SlipModel(SlipPreTrainedModel):
         weights = objective_weights(self.config)
         parts: dict[str, torch.Tensor | None] = {}
         for name, objective in OBJECTIVES.items():
+            if weights[name] == 0 and not objective.report_when_off:
+                continue
             missing = [field for field in objective.batch_fields if field not in objective_inputs]
             if missing:
-                if self.training and weights[name] != 0:
+                if self.training:
                     raise ValueError(
                         f"objective {name!r} has weight {weights[name]} but the batch lacks {missing}: build the data "
                         "collator with slip_hf.objectives.batch_preparers(config, tokenizer, image_processor)."

@@ -21,7 +21,7 @@ from typing import Literal
 
 from torch import nn
 
-GRAPH_HEAD_PREFIXES = ("vision_graph.", "text_graph.", "fusion.", "classifier.", "graph_logit_scale")
+GRAPH_HEAD_PREFIXES = ("vision_graph.", "text_graph.", "fusion.", "classifier.", "graph_logit_scale", "knowledge_encoder.")
 
 _TOWER_PATTERNS = (
     ("text", re.compile(r"^clip\.text_model\.encoder\.layers\.(\d+)\.")),

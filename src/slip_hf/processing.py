@@ -2,7 +2,7 @@
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,8 @@ class NodeTransform:
         max_length: texts are padded/truncated to this many tokens.
         label_column: column of category ids, renamed to `labels`; `None` to skip.
         image_augmentation: optional callable applied to each PIL image before processing (training only).
+        extra_columns: further columns passed through unchanged (e.g. the scene-graph annotations that
+            Structure-CLIP's objectives read).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class NodeTransform:
         max_length: int = 77,
         label_column: str | None = "label",
         image_augmentation: Callable[[Image.Image], Image.Image] | None = None,
+        extra_columns: Sequence[str] = (),
     ):
         self.image_processor = image_processor
         self.tokenizer = tokenizer
@@ -72,6 +75,7 @@ class NodeTransform:
         self.max_length = max_length
         self.label_column = label_column
         self.image_augmentation = image_augmentation
+        self.extra_columns = tuple(extra_columns)
 
     def _load_image(self, image: Any, node_id: Any) -> Image.Image:
         try:
@@ -98,6 +102,8 @@ class NodeTransform:
         )
         out["node_id"] = node_ids
         out["text"] = [str(text) for text in texts]
+        for column in self.extra_columns:
+            out[column] = batch[column]
         if self.label_column is not None and self.label_column in batch:
             out["labels"] = batch[self.label_column]
         return out

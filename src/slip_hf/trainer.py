@@ -23,6 +23,14 @@ _CONFIG_OVERRIDES = ("hops", "hop_mode", *(f"lambda_{name}" for name in OBJECTIV
 _BATCH_METADATA = ("node_ids", "num_cut_edges")
 
 
+def apply_config_overrides(config, args: "SlipTrainingArguments") -> None:
+    """Write the training arguments that override model settings (`hops`, `hop_mode`, every `lambda_<name>`)
+    into the model config, so that the saved model records how it was trained."""
+    for name in _CONFIG_OVERRIDES:
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+
+
 @dataclass
 class SlipTrainingArguments(TrainingArguments):
     """[`TrainingArguments`] plus what the SLIP recipe (§6.1) needs. Paper values: `learning_rate` 1.6e-4
@@ -55,6 +63,15 @@ class SlipTrainingArguments(TrainingArguments):
     )
     lambda_structxlip_consistency: float | None = field(
         default=None, metadata={"help": "StructXLIP: RGB <-> edge-map embedding consistency (reference 0.05; 0 = off)."}
+    )
+    lambda_structure_clip_margin: float | None = field(
+        default=None, metadata={"help": "Structure-CLIP: true caption vs its scene-graph negative, margin loss (reference 1; 0 = off)."}
+    )
+    lambda_structure_clip_hinge: float | None = field(
+        default=None, metadata={"help": "Structure-CLIP: hinge contrastive loss on knowledge-enhanced texts (reference 1; 0 = off)."}
+    )
+    lambda_structure_clip_negclip: float | None = field(
+        default=None, metadata={"help": "Structure-CLIP: InfoNCE with the negatives as extra text candidates (NegCLIP; 0 = off)."}
     )
     objective_schedule: list[str] = field(
         default_factory=list,
@@ -163,9 +180,8 @@ class SlipTrainer(Trainer):
         if graph is None and args.batch_sampler == "graph":
             raise ValueError("SlipTrainer with batch_sampler='graph' needs `graph` (a NodeGraph).")
         self.graph = graph
-        for name in _CONFIG_OVERRIDES:
-            if getattr(args, name) is not None and model is not None:
-                setattr(model.config, name, getattr(args, name))
+        if model is not None:
+            apply_config_overrides(model.config, args)
         if data_collator is None:
             preparers = batch_preparers(model.config, processing_class, image_processor) if model is not None else []
             data_collator = SlipDataCollator(graph, tokenizer=processing_class, preparers=preparers)
@@ -343,4 +359,4 @@ class SlipTrainer(Trainer):
         return self.optimizer
 
 
-__all__ = ["SlipTrainer", "SlipTrainingArguments"]
+__all__ = ["SlipTrainer", "SlipTrainingArguments", "apply_config_overrides"]

@@ -2,7 +2,8 @@
 
 Each registered objective `<name>` has a weight `SlipConfig.lambda_<name>` (0 = off), an output
 `SlipOutput.loss_<name>`, and a command-line flag `--lambda_<name>`. SLIP's three (`clip`, `graph`, `aux`)
-are on by default; StructXLIP's (`structxlip_global`, `structxlip_local`, `structxlip_consistency`) are off.
+are on by default; StructXLIP's (`structxlip_global`, `structxlip_local`, `structxlip_consistency`) and
+Structure-CLIP's (`structure_clip_margin`, `structure_clip_hinge`, `structure_clip_negclip`) are off.
 Adding a method: a file here with its [`Objective`] classes, one line in `OBJECTIVES`, and its `lambda_<name>`
 in `SlipConfig` (with its `loss_<name>` in `SlipOutput`).
 """
@@ -10,6 +11,12 @@ in `SlipConfig` (with its `loss_<name>` in `SlipOutput`).
 from .base import BatchPreparer, ForwardState, Objective
 from .schedule import ObjectiveWeightSchedule, warmup_cosine_factor
 from .slip import AuxiliaryObjective, ClipObjective, GraphObjective
+from .structure_clip import (
+    StructureClipHingeObjective,
+    StructureClipMarginObjective,
+    StructureClipNegClipObjective,
+)
+from .structure_clip_inputs import StructureClipBatchPreparer
 from .structxlip import StructXlipConsistencyObjective, StructXlipGlobalObjective, StructXlipLocalObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -21,6 +28,9 @@ OBJECTIVES: dict[str, type[Objective]] = {
         StructXlipGlobalObjective,
         StructXlipLocalObjective,
         StructXlipConsistencyObjective,
+        StructureClipMarginObjective,
+        StructureClipHingeObjective,
+        StructureClipNegClipObjective,
     )
 }
 """Every objective by name, in the order their terms are summed."""
@@ -36,6 +46,11 @@ def enabled_objectives(config) -> list[str]:
     return [name for name, weight in objective_weights(config).items() if weight != 0]
 
 
+def needs_scene_graphs(config) -> bool:
+    """Whether an enabled objective reads the scene-graph annotation columns (`negative_caption`, `triples`)."""
+    return any(OBJECTIVES[name].preparer is StructureClipBatchPreparer for name in enabled_objectives(config))
+
+
 def batch_preparers(config, tokenizer=None, image_processor=None) -> list[BatchPreparer]:
     """One [`BatchPreparer`] per family of enabled objectives that needs extra batch fields (none for SLIP)."""
     kinds = []
@@ -48,7 +63,9 @@ def batch_preparers(config, tokenizer=None, image_processor=None) -> list[BatchP
 
 def objective_batch_fields() -> frozenset[str]:
     """Every batch field some objective may read (what `SlipModel.forward` accepts besides its own inputs)."""
-    return frozenset(field for objective in OBJECTIVES.values() for field in objective.batch_fields)
+    return frozenset(
+        field for objective in OBJECTIVES.values() for field in (*objective.batch_fields, *objective.optional_fields)
+    )
 
 
 __all__ = [
@@ -59,6 +76,7 @@ __all__ = [
     "ObjectiveWeightSchedule",
     "batch_preparers",
     "enabled_objectives",
+    "needs_scene_graphs",
     "objective_batch_fields",
     "objective_weights",
     "warmup_cosine_factor",

@@ -86,16 +86,25 @@ class ForwardState:
         return self.cache[key]
 
 
+def zero_loss(*tensors: torch.Tensor) -> torch.Tensor:
+    """A float32 zero connected to every input, so that backward gives zero (finite) gradients: the value of an
+    objective for a batch in which no item qualifies."""
+    return sum(t.float().sum() for t in tensors) * 0.0
+
+
 class Objective:
     """One term of the training loss.
 
     Subclasses set `name` (weight `config.lambda_<name>`, output `loss_<name>`), `batch_fields` (what the
-    collator must add to the batch; see `preparer`), optionally `preparer` (a class that adds those fields
+    collator must add to the batch; see `preparer`), `optional_fields` (read when present), `report_when_off`
+    (computed and reported even with weight 0: SLIP's cheap parts), optionally `preparer` (a class that adds those fields
     to a collated batch: [`BatchPreparer`]), and implement `__call__`.
     """
 
     name: ClassVar[str]
+    report_when_off: ClassVar[bool] = False
     batch_fields: ClassVar[tuple[str, ...]] = ()
+    optional_fields: ClassVar[tuple[str, ...]] = ()
     preparer: ClassVar[type["BatchPreparer"] | None] = None
 
     def __call__(self, state: ForwardState) -> torch.Tensor | None:
@@ -106,14 +115,15 @@ class BatchPreparer:
     """Adds an objective family's fields to a collated batch (e.g. edge maps, filtered captions).
 
     Built once per data collator from the model config, the tokenizer and the image processor; called with
-    the collated batch (tensors) and the rows' raw texts.
+    the collated batch (tensors) and the rows it was collated from (with their raw `text` and any annotation
+    columns).
     """
 
     def __init__(self, config, tokenizer, image_processor):
         self.config, self.tokenizer, self.image_processor = config, tokenizer, image_processor
 
-    def __call__(self, batch: dict[str, Any], texts: list[str]) -> None:
+    def __call__(self, batch: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
 
-__all__ = ["BatchPreparer", "ForwardState", "Objective"]
+__all__ = ["BatchPreparer", "ForwardState", "Objective", "zero_loss"]

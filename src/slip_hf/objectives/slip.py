@@ -18,6 +18,7 @@ class ClipObjective(Objective):
     """Symmetric InfoNCE between the images and texts of the batch (Eq. 1); weight `lambda_clip` (1)."""
 
     name = "clip"
+    report_when_off = True
 
     def __call__(self, state: ForwardState) -> torch.Tensor:
         loss = clip_contrastive_loss(state.logits_per_image, state.logits_per_text, targets=state.anchors)
@@ -29,6 +30,7 @@ class GraphObjective(Objective):
     `lambda_graph`. Reports `num_positive_pairs` (|M+| of the batch). `None` when the graph path is off."""
 
     name = "graph"
+    report_when_off = True
 
     def __call__(self, state: ForwardState) -> torch.Tensor | None:
         if state.node_embeds_all is None:
@@ -57,6 +59,7 @@ class AuxiliaryObjective(Objective):
     labels."""
 
     name = "aux"
+    report_when_off = True
 
     def __call__(self, state: ForwardState) -> torch.Tensor | None:
         if state.class_logits is None or state.labels is None:

@@ -33,15 +33,10 @@ process's share of the global-batch loss in a multi-process run.
 import torch
 import torch.nn.functional as F
 
-from .base import ForwardState, Objective
+from .base import ForwardState, Objective, zero_loss
 from .structxlip_inputs import StructXlipBatchPreparer
 
 MAX_CHUNK_LOGIT_SCALE = 100.0
-
-
-def _zero(*tensors: torch.Tensor) -> torch.Tensor:
-    """A float32 zero connected to every input, so that backward gives zero (finite) gradients."""
-    return sum(t.float().sum() for t in tensors) * 0.0
 
 
 def masked_symmetric_info_nce(
@@ -70,7 +65,7 @@ def masked_symmetric_info_nce(
     rows = rows[valid[rows]]
     total = valid.sum() if num_valid is None else num_valid
     if rows.numel() == 0 or int(total) == 0:
-        return _zero(embeds_a, embeds_b)
+        return zero_loss(embeds_a, embeds_b)
     a, b = embeds_a.float(), embeds_b.float()
     lowest = torch.finfo(torch.float32).min
     logits_ab = (logit_scale * (a[rows] @ b.T)).masked_fill(~valid[None, :], lowest)
@@ -114,7 +109,7 @@ def local_alignment_loss(
     items = usable.any(dim=1)
     total = items.sum() if num_items is None else num_items
     if not bool(items.any()) or int(total) == 0:
-        return _zero(chunk_embeds, region_embeds)
+        return zero_loss(chunk_embeds, region_embeds)
     similarity = logit_scale * (chunk_embeds.float().reshape(b * num_chunks, dim) @ region_embeds.float().reshape(n * num_regions, dim).T)
     candidates = region_valid.reshape(1, -1)
     owner = torch.arange(n, device=device).repeat_interleave(num_regions).reshape(1, -1)
@@ -138,7 +133,7 @@ def masked_cosine_distance(embeds_a: torch.Tensor, embeds_b: torch.Tensor, valid
     valid = valid.to(embeds_a.device).bool()
     total = valid.sum() if num_valid is None else num_valid
     if not bool(valid.any()) or int(total) == 0:
-        return _zero(embeds_a, embeds_b)
+        return zero_loss(embeds_a, embeds_b)
     cosine = F.cosine_similarity(embeds_a.float()[valid], embeds_b.float()[valid], dim=-1)
     return (1 - cosine).sum() / total
 

@@ -227,8 +227,9 @@ class StructXlipBatchPreparer(BatchPreparer):
             config.structxlip_removed_kinds, config.structxlip_extra_terms or (), min_content_words=config.structxlip_min_content_words
         )
 
-    def __call__(self, batch: dict[str, Any], texts: list[str]) -> None:
+    def __call__(self, batch: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         config = self.config
+        texts = [str(row["text"]) for row in rows]
         edge_pixels, edge_fraction, region_fraction = render_edge_maps(
             batch["pixel_values"], self.image_processor.image_mean, self.image_processor.image_std,
             config.structxlip_canny_low, config.structxlip_canny_high, config.structxlip_num_regions,

@@ -1,0 +1,157 @@
+"""ARO (Yuksekgonul et al., 2023): does a model prefer the true caption of an image over the same words in a
+structure-breaking order? VG-Relation swaps subject and object ("the horse is eating the grass" vs "the grass
+is eating the horse"); VG-Attribution swaps two attributes ("the red shirt and the blue sky" vs "the blue
+shirt and the red sky").
+
+The harness reads the public JSON files from a local folder, as `mertyg/vision-language-models-are-bows`
+writes them:
+
+    <aro_dir>/visual_genome_relation.json      [{"image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h",
+                                                 "relation_name", "true_caption", "false_caption"}, ...]
+    <aro_dir>/visual_genome_attribution.json   [{..., "attributes": [a, b], "true_caption", "false_caption"}, ...]
+    <aro_dir>/images/<image_path>
+
+crops each image to its box (as the reference does), and counts a case as correct when cos(image, true) >
+cos(image, false). It reports the accuracy over all cases and the macro accuracy over relations (VG-Relation)
+or attribute pairs (VG-Attribution, pairs with >= 25 cases, the reference's rule), as the ARO paper does.
+`slip_hf.data.structure_benchmark` writes a product-domain benchmark in the same format.
+"""
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+TASKS = {
+    "VG-Relation": ("visual_genome_relation.json", "relation_name", 0),
+    "VG-Attribution": ("visual_genome_attribution.json", "attributes", 25),
+}
+"""Task name -> (annotation file, grouping field, minimum cases of a group in the macro average)."""
+_REQUIRED = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption", "false_caption")
+
+
+@dataclass
+class AroResult:
+    """One task's outcome: accuracy over cases, macro accuracy over groups, and each group's accuracy and size."""
+
+    task: str
+    accuracy: float
+    macro_accuracy: float
+    num_cases: int
+    groups: dict[str, tuple[float, int]]
+
+
+def load_aro_cases(aro_dir: str | os.PathLike, task: str) -> list[dict]:
+    """The cases of one task, with absolute image paths.
+
+    Raises:
+        FileNotFoundError: the annotation file or an image is missing (the message names it).
+        ValueError: a case lacks a field (the message gives its index and the field).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown ARO task {task!r}; choose from {sorted(TASKS)}.")
+    file_name, group_field, _ = TASKS[task]
+    path = Path(aro_dir) / file_name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {task} annotation file (expected the ARO release's {file_name}).")
+    cases = json.loads(path.read_text())
+    for index, case in enumerate(cases):
+        missing = [key for key in (*_REQUIRED, group_field) if key not in case]
+        if missing:
+            raise ValueError(f"{path}: case {index} lacks {missing}.")
+        case["image_path"] = str(Path(aro_dir) / "images" / case["image_path"])
+        if not os.path.isfile(case["image_path"]):
+            raise FileNotFoundError(f"{path}: case {index}: no image {case['image_path']}.")
+    return cases
+
+
+def _group(case: dict, group_field: str) -> str:
+    value = case[group_field]
+    return "_".join(value) if isinstance(value, list) else str(value)
+
+
+@torch.no_grad()
+def score_cases(model, image_processor, tokenizer, cases: Sequence[dict], batch_size: int = 64, max_length: int = 77) -> np.ndarray:
+    """`correct[i]`: cos(image, true caption) > cos(image, false caption) for case i (boxes cropped).
+
+    `model` is a [`SlipModel`] or a `CLIPModel` (anything with `get_image_features` / `get_text_features`)."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = []
+    for start in tqdm(range(0, len(cases), batch_size), desc="ARO", unit=" batch", leave=False):
+        batch = cases[start : start + batch_size]
+        images = []
+        for case in batch:
+            with Image.open(case["image_path"]) as image:
+                x, y, w, h = (case[k] for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
+                images.append(image.convert("RGB").crop((x, y, x + w, y + h)))
+        pixels = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)
+        image_embeds = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1)
+        texts = [case["true_caption"] for case in batch] + [case["false_caption"] for case in batch]
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        text_embeds = F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
+        true_embeds, false_embeds = text_embeds[: len(batch)], text_embeds[len(batch) :]
+        correct.append(((image_embeds * true_embeds).sum(-1) > (image_embeds * false_embeds).sum(-1)).cpu().numpy())
+    return np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+
+
+def aro_accuracy(task: str, correct: np.ndarray, cases: Sequence[dict], min_count: int | None = None) -> AroResult:
+    """Accuracy over all cases and the macro accuracy over the task's groups with >= `min_count` cases
+    (default: the task's rule in [`TASKS`])."""
+    _, group_field, default_min = TASKS[task]
+    min_count = default_min if min_count is None else min_count
+    by_group: dict[str, list[bool]] = defaultdict(list)
+    for case, ok in zip(cases, correct):
+        by_group[_group(case, group_field)].append(bool(ok))
+    groups = {name: (float(np.mean(values)), len(values)) for name, values in sorted(by_group.items())}
+    kept = [accuracy for accuracy, count in groups.values() if count >= min_count]
+    return AroResult(task, float(np.mean(correct)) if len(correct) else float("nan"),
+                     float(np.mean(kept)) if kept else float("nan"), len(cases), groups)
+
+
+def load_dual_encoder(model_name_or_path: str):
+    """`(model, image_processor, tokenizer)` of a SLIP or plain CLIP checkpoint (folder or Hub id)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    from ..modeling_slip import SlipModel
+
+    config = AutoConfig.from_pretrained(model_name_or_path)
+    model_class = SlipModel if config.model_type == "slip" else CLIPModel
+    return (model_class.from_pretrained(model_name_or_path), AutoImageProcessor.from_pretrained(model_name_or_path),
+            AutoTokenizer.from_pretrained(model_name_or_path))
+
+
+def evaluate_aro(
+    model_name_or_path: str, aro_dir: str | os.PathLike, tasks: Sequence[str] = tuple(TASKS), batch_size: int = 64,
+    max_length: int = 77,
+) -> dict[str, AroResult]:
+    """Score a checkpoint on the ARO tasks present in `aro_dir` (a missing task's file is an error)."""
+    model, image_processor, tokenizer = load_dual_encoder(model_name_or_path)
+    results = {}
+    for task in tasks:
+        cases = load_aro_cases(aro_dir, task)
+        correct = score_cases(model, image_processor, tokenizer, cases, batch_size, max_length)
+        results[task] = aro_accuracy(task, correct, cases)
+    return results
+
+
+def aro_table(results: dict[str, dict[str, AroResult]]) -> str:
+    """`results[model][task]` as markdown: macro and overall accuracy per task."""
+    tasks = sorted({task for by_task in results.values() for task in by_task})
+    header = "| Model | " + " | ".join(f"{t} macro | {t} all" for t in tasks) + " |"
+    lines = [header, "|---|" + "---:|---:|" * len(tasks)]
+    for name, by_task in results.items():
+        cells = [f"{by_task[t].macro_accuracy:.3f} | {by_task[t].accuracy:.3f}" if t in by_task else "- | -" for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["TASKS", "AroResult", "aro_accuracy", "aro_table", "evaluate_aro", "load_aro_cases", "load_dual_encoder", "score_cases"]
