@@ -6,13 +6,13 @@
 2. Batch edge density (undirected edges inside a batch per node) of the graph-aware sampler against uniform
    sampling on a power-law graph of `--graph-nodes` nodes (Chung-Lu, exponent 2.5, Electronics-like mean
    degree), over one full epoch, for several batch sizes. Also the sampler's time per epoch.
-3. SLIP + StructXLIP against SLIP on the same batches: the collator's extra work (Canny edge maps with kornia,
-   structure-centric captions, their tokens and chunks) and the train step, with the step's extra time split
-   into the edge maps' vision pass, the filtered captions' text pass (each forward + backward, timed alone)
-   and the rest (the three losses).
+3. SLIP + StructXLIP and SLIP + Structure-CLIP against SLIP on the same batches: the collator's extra work
+   (StructXLIP: Canny edge maps with kornia, structure-centric captions, their tokens and chunks;
+   Structure-CLIP: the negatives' and triples' tokens) and the train step, with the step's extra time split
+   into its extra tower passes (each forward + backward, timed alone) and the rest (the losses).
 
-    python benchmarks/step_overhead.py                      # ~5 min on 2 CPU cores
-    python benchmarks/step_overhead.py --sections structxlip
+    python benchmarks/step_overhead.py                      # ~8 min on 2 CPU cores
+    python benchmarks/step_overhead.py --sections structxlip structure_clip
 """
 
 import argparse
@@ -121,56 +121,91 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
-def structxlip_overhead(args, graph: NodeGraph) -> None:
+def _structxlip_parts(model, batch) -> dict:
+    return {
+        "edge maps through the vision tower (fwd + bwd)":
+            lambda: model.clip.vision_model(pixel_values=batch["edge_pixel_values"]).pooler_output.sum().backward(),
+        "filtered captions through the text tower (fwd + bwd)":
+            lambda: model.clip.text_model(input_ids=batch["structure_input_ids"]).pooler_output.sum().backward(),
+    }
+
+
+def _structure_clip_parts(model, batch) -> dict:
+    return {
+        "negatives through the text tower (fwd + bwd)":
+            lambda: model.clip.text_model(input_ids=batch["negative_input_ids"]).pooler_output.sum().backward(),
+        "knowledge encoder (fwd + bwd)": lambda: model.get_knowledge_features(
+            batch["triple_input_ids"], batch["triple_attention_mask"], batch["triple_mask"]).sum().backward(),
+    }
+
+
+METHODS = {
+    # name: (SlipConfig changes, parts of the extra step time, whether rows need scene-graph annotations)
+    "structxlip": ({"lambda_structxlip_global": 0.5, "lambda_structxlip_local": 0.1, "lambda_structxlip_consistency": 0.05},
+                   _structxlip_parts, False),
+    "structure_clip": ({"lambda_structure_clip_margin": 1.0, "lambda_structure_clip_hinge": 1.0, "use_knowledge_encoder": True},
+                       _structure_clip_parts, True),
+}
+
+
+def method_overhead(args, graph: NodeGraph, method: str) -> None:
+    """SLIP + `method` against SLIP on the same batches: collator extra, step times, and the extra time's parts."""
     from slip_hf.objectives import batch_preparers
     from slip_hf.toy import toy_image_processor, train_toy_tokenizer
 
+    changes, parts_of, annotate = METHODS[method]
     generator = torch.Generator().manual_seed(0)
     clip_config = benchmark_clip_config(args.hidden, args.layers)
     tokenizer = train_toy_tokenizer(_titles(2000, generator), vocab_size=1024, max_length=24)
     clip_config.text_config.vocab_size = len(tokenizer)
     clip_config.text_config.bos_token_id, clip_config.text_config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    weights = {"lambda_structxlip_global": 0.5, "lambda_structxlip_local": 0.1, "lambda_structxlip_consistency": 0.05}
     torch.manual_seed(0)
     slip = SlipModel(SlipConfig(clip_config=clip_config, num_labels=20))
-    both = SlipModel(SlipConfig(clip_config=clip_config, num_labels=20, **weights))
-    both.load_state_dict(slip.state_dict())
-    (prepare,) = batch_preparers(both.config, tokenizer, toy_image_processor(32))
+    both = SlipModel(SlipConfig(clip_config=clip_config, num_labels=20, **changes))
+    both.load_state_dict(slip.state_dict(), strict=False)
+    preparers = batch_preparers(both.config, tokenizer, toy_image_processor(32))
+    annotator = None
+    if annotate:
+        from slip_hf.objectives.structure_clip_inputs import SceneGraphAnnotator
+
+        annotator = SceneGraphAnnotator("text")
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-5) for name, m in (("slip", slip), ("both", both))}
     batches = iter(GraphClusterBatchSampler(graph, np.arange(graph.num_nodes), args.batch_size, seed=0))
-    times: dict[str, list[float]] = {"slip": [], "both": [], "prepare": [], "vision": [], "text": []}
+    times: dict[str, list[float]] = {}
     for step in range(args.warmup + args.steps):
         texts = _titles(args.batch_size, generator)
+        rows = [{"text": t} for t in texts]
+        if annotator is not None:  # once per dataset in training (a cached datasets.map): not in the step time
+            annotations = annotator({"text": texts})
+            rows = [{"text": t, **{k: v[i] for k, v in annotations.items()}} for i, t in enumerate(texts)]
         batch = make_batch(args.batch_size, graph, np.asarray(next(batches)), generator)
         batch.update(tokenizer(texts, padding="max_length", truncation=True, max_length=24, return_tensors="pt"))
         prepared = dict(batch)
-        elapsed = {"prepare": _timed(lambda: prepare(prepared, [{"text": t} for t in texts]))}
+        elapsed = {"prepare": _timed(lambda: [prepare(prepared, rows) for prepare in preparers])}
         for name in (("slip", "both") if step % 2 == 0 else ("both", "slip")):
             model, inputs = (slip, batch) if name == "slip" else (both, prepared)
             elapsed[name] = _timed(lambda: (model(**inputs, return_loss=True).loss.backward(), optimizers[name].step(),
                                             optimizers[name].zero_grad(set_to_none=True)))
-        elapsed["vision"] = _timed(lambda: both.clip.vision_model(pixel_values=prepared["edge_pixel_values"]).pooler_output.sum().backward())
-        elapsed["text"] = _timed(lambda: both.clip.text_model(input_ids=prepared["structure_input_ids"]).pooler_output.sum().backward())
+        for label, part in parts_of(both, prepared).items():
+            elapsed[label] = _timed(part)
         both.zero_grad(set_to_none=True)
         if step >= args.warmup:
             for name, value in elapsed.items():
-                times[name].append(value)
+                times.setdefault(name, []).append(value)
     median = {name: statistics.median(values) for name, values in times.items()}
-    usable = float(prepared["edge_mask"].float().mean())
-    print(f"\n## SLIP + StructXLIP against SLIP, batch {args.batch_size}, CPU threads {torch.get_num_threads()}")
-    print(f"(same CLIP as above; edge maps usable for {usable:.0%} of the last batch's random images)")
+    part_labels = list(parts_of(both, prepared))
+    extra = median["both"] - median["slip"] + median["prepare"]
+    rest = median["both"] - median["slip"] - sum(median[label] for label in part_labels)
+    title = {"structxlip": "StructXLIP", "structure_clip": "Structure-CLIP (margin + hinge + knowledge encoder)"}[method]
+    print(f"\n## SLIP + {title} against SLIP, batch {args.batch_size}, CPU threads {torch.get_num_threads()}")
     print("| part | median (s) | share of the extra time |")
     print("|---|---:|---:|")
-    extra = median["both"] - median["slip"] + median["prepare"]
-    rest = median["both"] - median["slip"] - median["vision"] - median["text"]
     print(f"| SLIP train step | {median['slip']:.4f} | |")
-    print(f"| SLIP + StructXLIP train step | {median['both']:.4f} | |")
-    for label, value in (("collator: edge maps, filtered captions, chunks", median["prepare"]),
-                         ("edge maps through the vision tower (fwd + bwd)", median["vision"]),
-                         ("filtered captions through the text tower (fwd + bwd)", median["text"]),
-                         ("the three losses and the rest", rest)):
+    print(f"| SLIP + {title} train step | {median['both']:.4f} | |")
+    for label, value in (("collator: the method's batch fields", median["prepare"]),
+                         *((label, median[label]) for label in part_labels), ("the losses and the rest", rest)):
         print(f"| {label} | {value:.4f} | {value / extra:.0%} |")
-    print(f"**ratio (SLIP + StructXLIP step + collator extra) / SLIP step: {(median['both'] + median['prepare']) / median['slip']:.3f}**")
+    print(f"**ratio (step + collator extra) / SLIP step: {(median['both'] + median['prepare']) / median['slip']:.3f}**")
 
 
 def sampler_density(args) -> NodeGraph:
@@ -204,8 +239,8 @@ def main() -> None:
     parser.add_argument("--graph-nodes", type=int, default=100_000)
     parser.add_argument("--graph-edges", type=int, default=2_000_000)
     parser.add_argument("--density-batch-sizes", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--sections", nargs="+", default=["density", "slip", "structxlip"],
-                        choices=["density", "slip", "structxlip"], help="Which measurements to run.")
+    parser.add_argument("--sections", nargs="+", default=["density", "slip", *METHODS],
+                        choices=["density", "slip", *METHODS], help="Which measurements to run.")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     if "density" in args.sections:
@@ -215,8 +250,9 @@ def main() -> None:
         graph = NodeGraph.from_edges(edges[0], edges[1], args.graph_nodes)
     if "slip" in args.sections:
         step_time_ratio(args, graph)
-    if "structxlip" in args.sections:
-        structxlip_overhead(args, graph)
+    for method in METHODS:
+        if method in args.sections:
+            method_overhead(args, graph, method)
 
 
 if __name__ == "__main__":

@@ -224,3 +224,20 @@ def test_batch_without_usable_edge_maps_gives_zero_parts(structxlip_batch):
     assert output.loss_structxlip_local.item() == 0
     output.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_every_objective_is_finite_under_bf16_autocast(structxlip_batch):
+    config, batch = structxlip_batch
+    config = SlipConfig(**{**config.to_dict(), "lambda_structure_clip_margin": 1.0, "lambda_structure_clip_hinge": 1.0,
+                           "lambda_structure_clip_negclip": 0.5, "use_knowledge_encoder": True})
+    batch = {k: v for k, v in batch.items() if k not in ("node_ids", "num_cut_edges")}
+    size = batch["input_ids"].size(0)
+    batch.update(negative_input_ids=batch["input_ids"].flip(0), negative_attention_mask=batch["attention_mask"],
+                 negative_mask=torch.arange(size) % 3 > 0, triple_input_ids=torch.randint(2, 50, (size, 8, 3, 8)),
+                 triple_attention_mask=torch.ones(size, 8, 3, 8, dtype=torch.long), triple_mask=torch.arange(8).expand(size, 8) < 2)
+    model = SlipModel(config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**batch, return_loss=True)
+    output.loss.backward()
+    assert all(torch.isfinite(getattr(output, f"loss_{name}")) for name in enabled_objectives(config))
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

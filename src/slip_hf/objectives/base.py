@@ -15,6 +15,7 @@ In a multi-process run each objective returns *this process's share*: a value wh
 processes is the loss of the global batch (see `slip_hf.distributed`).
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -86,6 +87,18 @@ class ForwardState:
         return self.cache[key]
 
 
+def float32_loss(function: Callable) -> Callable:
+    """Run a loss function with autocast off, so that it computes in float32 also inside a bf16/fp16 autocast
+    region (its inputs are cast with `.float()`)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def zero_loss(*tensors: torch.Tensor) -> torch.Tensor:
     """A float32 zero connected to every input, so that backward gives zero (finite) gradients: the value of an
     objective for a batch in which no item qualifies."""
@@ -126,4 +139,4 @@ class BatchPreparer:
         raise NotImplementedError
 
 
-__all__ = ["BatchPreparer", "ForwardState", "Objective", "zero_loss"]
+__all__ = ["BatchPreparer", "ForwardState", "Objective", "float32_loss", "zero_loss"]

@@ -30,10 +30,11 @@ process's share of the global-batch loss in a multi-process run.
 import torch
 import torch.nn.functional as F
 
-from .base import ForwardState, Objective, zero_loss
+from .base import ForwardState, Objective, float32_loss, zero_loss
 from .structure_clip_inputs import StructureClipBatchPreparer
 
 
+@float32_loss
 def semantic_margin_loss(
     image_embeds: torch.Tensor, text_embeds: torch.Tensor, negative_embeds: torch.Tensor, valid: torch.Tensor,
     margin: float, num_valid: torch.Tensor | None = None,
@@ -47,6 +48,7 @@ def semantic_margin_loss(
     return F.relu(margin - (image * text).sum(-1) + (image * negative).sum(-1)).sum() / total
 
 
+@float32_loss
 def hinge_contrastive_loss(
     image_all: torch.Tensor, text_all: torch.Tensor, margin: float, hard: bool = True, rows: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -131,7 +133,7 @@ class StructureClipNegClipObjective(StructureClipObjective):
         valid_all = state.gather(state.inputs["negative_mask"].long()).bool()
         scale = state.model.clip.logit_scale.exp()
         rows = state.anchors if state.anchors is not None else torch.arange(state.image_all.size(0), device=valid_all.device)
-        extra = (scale * (state.image_all[rows].float() @ state.gather(negatives).float().T)).masked_fill(
+        extra = (scale * (state.image_all[rows].float() @ state.gather(negatives).float().T)).float().masked_fill(
             ~valid_all[None, :], torch.finfo(torch.float32).min
         )
         image_to_text = torch.cat([state.logits_per_image.float(), extra], dim=1)

