@@ -171,13 +171,20 @@ def test_ablation_tables_have_the_papers_rows(graph_dataset_dir, tiny_clip_check
 def test_ablation_objectives_table_has_one_row_per_objective_set(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
     from slip_hf.ablation import AblationArguments, run_ablation
 
+    from slip_hf.data.structure_benchmark import write_product_structure_benchmark
+
+    write_product_structure_benchmark(graph_dataset_dir, tmp_path / "aro", num_cases=8, image_size=16)
     ablation, model_args, data_args, training_args = parse_arguments(
-        ["--table", "objectives", "--seeds", "0", *_flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path,
+        ["--table", "objectives", "--seeds", "0", "--aro_dir", str(tmp_path / "aro"),
+         *_flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path,
          "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "False", "--few_shot", "1")],
         extra=(AblationArguments,),
     )
     result = run_ablation(ablation, model_args, data_args, training_args)
-    rows = [line.split(" | ")[:2] for line in result["markdown"].splitlines() if line.startswith("| ") and "---" not in line][1:]
+    lines = [line for line in result["markdown"].splitlines() if line.startswith("| ") and "---" not in line]
+    assert lines[0].endswith("| VG-Attribution | VG-Relation |")
+    rows = [line.split(" | ")[:2] for line in lines[1:]]
+    assert all(0 <= float(line.split(" | ")[-1].rstrip(" |")) <= 1 for line in lines[1:])
     assert rows == [
         ["| CLIP", "clip"], ["| SLIP", "clip, graph, aux"],
         ["| StructXLIP", "clip, structxlip_global, structxlip_local, structxlip_consistency"],

@@ -117,11 +117,12 @@ def _run(model_args, data_args, training_args, out: Path, label: str, seed: int,
     return {**result["test"], "objectives": result["objectives"]}
 
 
-def _with_aro(result: dict, run_dir: Path, aro_dir: str | None) -> dict:
+def _with_aro(result: dict, run_dir: Path, aro_dir: str | None, max_length: int) -> dict:
     if aro_dir:
         from .evaluation.aro import evaluate_aro
 
-        result["aro"] = {task: r.macro_accuracy for task, r in evaluate_aro(str(run_dir), aro_dir).items()}
+        scores = evaluate_aro(str(run_dir), aro_dir, max_length=max_length)
+        result["aro"] = {task: r.macro_accuracy for task, r in scores.items()}
     return result
 
 
@@ -160,7 +161,8 @@ def run_ablation(
             raise ValueError(f"unknown objective sets {sorted(unknown)}; choose from {list(OBJECTIVE_SETS)}.")
         rows_o = {
             name: [
-                _with_aro(_run(model_args, data_args, training_args, out, label, seed, **changes), out / label / f"seed{seed}", ablation.aro_dir)
+                _with_aro(_run(model_args, data_args, training_args, out, label, seed, **changes), out / label / f"seed{seed}",
+                          ablation.aro_dir, data_args.max_text_length)
                 for seed in ablation.seeds
             ]
             for name, (label, changes) in OBJECTIVE_SETS.items() if name in ablation.objective_sets

@@ -82,8 +82,10 @@ def _group(case: dict, group_field: str) -> str:
 def score_cases(model, image_processor, tokenizer, cases: Sequence[dict], batch_size: int = 64, max_length: int = 77) -> np.ndarray:
     """`correct[i]`: cos(image, true caption) > cos(image, false caption) for case i (boxes cropped).
 
-    `model` is a [`SlipModel`] or a `CLIPModel` (anything with `get_image_features` / `get_text_features`)."""
+    `model` is a [`SlipModel`] or a `CLIPModel` (anything with `get_image_features` / `get_text_features`);
+    captions are cut to `max_length` tokens, or to the text tower's positions if it has fewer."""
     model.eval()
+    max_length = min(max_length, model.config.get_text_config().max_position_embeddings)
     device = next(model.parameters()).device
     correct = []
     for start in tqdm(range(0, len(cases), batch_size), desc="ARO", unit=" batch", leave=False):
