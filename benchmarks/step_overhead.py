@@ -131,6 +131,13 @@ def _structxlip_parts(model, batch) -> dict:
     }
 
 
+def _reference_regions(model, batch) -> float:
+    """What the reference's regions would add: K = 3 segment crops per item as further vision passes (fwd +
+    bwd); slip_hf's patch-group regions come out of the edge map's own pass."""
+    crops = batch["edge_pixel_values"].repeat(3, 1, 1, 1)
+    return _timed(lambda: model.clip.vision_model(pixel_values=crops).pooler_output.sum().backward())
+
+
 def _structure_clip_parts(model, batch) -> dict:
     return {
         "negatives through the text tower (fwd + bwd)":
@@ -191,6 +198,8 @@ def method_overhead(args, graph: NodeGraph, method: str) -> None:
             elapsed[name] = train_step(model, optimizers[name], inputs, slip=True)
         for label, part in parts_of(both, prepared).items():
             elapsed[label] = _timed(part)
+        if method == "structxlip":
+            elapsed["reference regions"] = _reference_regions(both, prepared)
         both.zero_grad(set_to_none=True)
         if step >= args.warmup:
             for name, value in elapsed.items():
@@ -209,6 +218,9 @@ def method_overhead(args, graph: NodeGraph, method: str) -> None:
                          *((label, median[label]) for label in part_labels), ("the losses and the rest", rest)):
         print(f"| {label} | {value:.4f} | {value / extra:.0%} |")
     print(f"**ratio (step + collator extra) / SLIP step: {(median['both'] + median['prepare']) / median['slip']:.3f}**")
+    if "reference regions" in median:
+        print(f"The reference's regions (3 segment crops per item, each a further vision pass) would add "
+              f"{median['reference regions']:.4f} s a step: {(median['both'] + median['prepare'] + median['reference regions']) / median['slip']:.3f}x SLIP.")
 
 
 def sampler_density(args) -> NodeGraph:

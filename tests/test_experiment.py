@@ -49,8 +49,12 @@ def test_run_slip_writes_model_results_card_and_plots(slip_run):
     assert sorted(p.name for p in slip_run.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     results = json.loads((slip_run / "test_results.json").read_text())["SLIP"][0]
     assert 0 < results["retrieval"]["mrr"] <= 1 and results["num_nodes"] > 20
-    assert {"zero_shot", "few_shot", "alignment"} <= set(results)
+    assert {"zero_shot", "few_shot", "alignment", "related_items"} <= set(results)
+    related = results["related_items"]
+    assert set(related) == {"image", "text", "mean"} and related["text"]["num_queries"] > 0
+    assert 0 < related["text"]["mrr"] <= 1 and "## Related items" in (slip_run / "test_results.md").read_text()
     card = (slip_run / "README.md").read_text()
+    assert "Related items:" in card
     assert "model-index" in card and f"value: {round(results['retrieval']['mrr'], 4)}" in card
     for plot in ("similarity_by_hop.png", "retrieval_grid.png"):
         with Image.open(slip_run / plot) as image:

@@ -187,7 +187,9 @@ def evaluate(argv: Sequence[str]) -> int:
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     graph = load_copurchase_graph(args.dataset_name, args.dataset_config)
     config = EvaluationConfig(text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot), batch_size=args.batch_size)
-    metrics, embeddings = evaluate_checkpoint(model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"])
+    metrics, embeddings = evaluate_checkpoint(
+        model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"], graph.node_graph()
+    )
     name = args.name or Path(path).name
     json_path, markdown_path = write_report({name: [metrics]}, args.output_dir, args.split)
     figures = write_figures(

@@ -154,7 +154,7 @@ def run_experiment(
             batch_size=training_args.per_device_eval_batch_size,
         )
         test = nodes[data_args.test_split]
-        metrics, embeddings = evaluate_checkpoint(trainer.model, image_processor, tokenizer, test, config, nodes["train"])
+        metrics, embeddings = evaluate_checkpoint(trainer.model, image_processor, tokenizer, test, config, nodes["train"], graph)
         results["test"] = metrics
         json_path, markdown_path = write_report({name: [metrics]}, output_dir, data_args.test_split)
         results["files"].update(results_json=str(json_path), results_markdown=str(markdown_path))

@@ -2,7 +2,8 @@
 
 One pass embeds the split's images and texts (no graph needed at inference); the metrics then come from the
 embeddings: retrieval over the whole split as the candidate pool (Table 2), zero-shot and k-shot category
-classification, the alignment score, and the hop-distance similarity profile behind Fig. 5.
+classification, the alignment score, the hop-distance similarity profile behind Fig. 5, and, given the
+dataset graph, related-item retrieval (does an item's embedding find its co-purchase neighbours in the split?).
 """
 
 import json
@@ -17,7 +18,9 @@ import torch
 from datasets import Dataset
 
 from ..embedding import encode_images, encode_texts
+from ..graph_batching import NodeGraph
 from .classification import few_shot_linear_probe, zero_shot_classification
+from .related_items import related_item_metrics, relevant_candidates
 from .retrieval import alignment_score, retrieval_metrics
 
 
@@ -46,6 +49,7 @@ class EvaluationConfig:
     few_shot: tuple[int, ...] = (1, 5, 10)
     few_shot_draws: int = 3
     seed: int = 0
+    related_hops: int = 1
 
 
 def embed_split(model, image_processor, tokenizer, dataset: Dataset, config: EvaluationConfig) -> SplitEmbeddings:
@@ -73,9 +77,12 @@ def evaluate_embeddings(
     train: SplitEmbeddings | None = None,
     class_names: Sequence[str] | None = None,
     encode_prompts=None,
+    graph: NodeGraph | None = None,
 ) -> dict[str, Any]:
-    """All metrics from embeddings: `retrieval`, `alignment`, and, with labels, `zero_shot` (needs
-    `class_names` and `encode_prompts`) and `few_shot` (needs `train`)."""
+    """All metrics from embeddings: `retrieval`, `alignment`, with labels `zero_shot` (needs `class_names`
+    and `encode_prompts`) and `few_shot` (needs `train`), and with the dataset `graph` `related_items`: the
+    related-item metrics of the image, text and mean (l2-normalised image + text) embeddings, relevant =
+    neighbours within `config.related_hops` hops inside the evaluated split."""
     results: dict[str, Any] = {
         "retrieval": retrieval_metrics(evaluated.image, evaluated.text, chunk_size=config.chunk_size),
         "alignment": alignment_score(evaluated.image, evaluated.text),
@@ -88,6 +95,13 @@ def evaluate_embeddings(
         results["few_shot"] = few_shot_linear_probe(
             train.image, train.labels, evaluated.image, evaluated.labels, config.few_shot, config.few_shot_draws, seed=config.seed
         )
+    if graph is not None:
+        relevant = relevant_candidates(graph, evaluated.node_ids, config.related_hops)
+        mean = torch.nn.functional.normalize(evaluated.image + evaluated.text, dim=-1)
+        results["related_items"] = {
+            kind: related_item_metrics(embeds, relevant, chunk_size=config.chunk_size)
+            for kind, embeds in (("image", evaluated.image), ("text", evaluated.text), ("mean", mean))
+        }
     return results
 
 
@@ -98,8 +112,10 @@ def evaluate_checkpoint(
     eval_dataset: Dataset,
     config: EvaluationConfig | None = None,
     train_dataset: Dataset | None = None,
+    graph: NodeGraph | None = None,
 ) -> tuple[dict[str, Any], SplitEmbeddings]:
-    """Embed `eval_dataset` (and `train_dataset` for the few-shot probes) and compute every metric.
+    """Embed `eval_dataset` (and `train_dataset` for the few-shot probes) and compute every metric (with
+    `graph`, the related-item retrieval too).
 
     Returns:
         `(metrics, embeddings of eval_dataset)`.
@@ -114,7 +130,7 @@ def evaluate_checkpoint(
     def encode_prompts(prompts: list[str]) -> torch.Tensor:
         return encode_texts(model, tokenizer, prompts, 256, config.max_text_length, desc="prompts")
 
-    metrics = evaluate_embeddings(evaluated, config, train, class_names, encode_prompts)
+    metrics = evaluate_embeddings(evaluated, config, train, class_names, encode_prompts, graph)
     metrics["num_nodes"] = int(evaluated.node_ids.size)
     return metrics, evaluated
 
@@ -156,13 +172,32 @@ def classification_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str
     return "\n".join(lines)
 
 
+def related_items_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Related-item retrieval per model and embedding (MRR, Hits@1/10/50, NDCG@10, Recall@50), mean ± std over
+    runs; empty when no run has it."""
+    columns = [("MRR", "mrr"), ("Hits@1", "hits_at_1"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"),
+               ("NDCG@10", "ndcg_at_10"), ("Recall@50", "recall_at_50")]
+    lines = ["| Method | Embedding | " + " | ".join(name for name, _ in columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    for model, results in runs.items():
+        if "related_items" not in results[0]:
+            continue
+        for kind in results[0]["related_items"]:
+            cells = [_mean_std([r["related_items"][kind][key] for r in results], 3) for _, key in columns]
+            lines.append(f"| {model} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str | os.PathLike, name: str = "eval") -> tuple[Path, Path]:
     """`<name>_results.json` (every number) and `<name>_results.md` (the two tables) under `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = out_dir / f"{name}_results.json", out_dir / f"{name}_results.md"
     json_path.write_text(json.dumps(runs, indent=1))
-    markdown_path.write_text(f"## Retrieval\n\n{retrieval_table(runs)}\n\n## Classification\n\n{classification_table(runs)}\n")
+    related = related_items_table(runs)
+    markdown_path.write_text(
+        f"## Retrieval\n\n{retrieval_table(runs)}\n\n## Classification\n\n{classification_table(runs)}\n"
+        + (f"\n## Related items (co-purchase neighbours in the split)\n\n{related}\n" if related else "")
+    )
     return json_path, markdown_path
 
 
@@ -173,6 +208,7 @@ __all__ = [
     "embed_split",
     "evaluate_checkpoint",
     "evaluate_embeddings",
+    "related_items_table",
     "retrieval_table",
     "write_report",
 ]
