@@ -186,9 +186,9 @@ def test_ablation_objectives_table_has_one_row_per_objective_set(graph_dataset_d
     )
     result = run_ablation(ablation, model_args, data_args, training_args)
     lines = [line for line in result["markdown"].splitlines() if line.startswith("| ") and "---" not in line]
-    assert lines[0].endswith("| VG-Attribution | VG-Relation |")
+    assert lines[0].endswith("| VG-Attribution all | VG-Attribution macro | VG-Relation all | VG-Relation macro |")
     rows = [line.split(" | ")[:2] for line in lines[1:]]
-    assert all(0 <= float(line.split(" | ")[-1].rstrip(" |")) <= 1 for line in lines[1:])
+    assert all(0 <= float(line.split(" | ")[-1].rstrip(" |")) <= 1 for line in lines[1:])  # relation macro: one group
     assert rows == [
         ["| CLIP", "clip"], ["| SLIP", "clip, graph, aux"],
         ["| StructXLIP", "clip, structxlip_global, structxlip_local, structxlip_consistency"],

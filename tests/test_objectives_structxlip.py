@@ -158,10 +158,12 @@ def test_weight_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_registry_names_every_weight_and_output():
-    config = SlipConfig()
+    config = SlipConfig(num_labels=3)
     assert list(OBJECTIVES)[:3] == ["clip", "graph", "aux"]
     assert enabled_objectives(config) == ["clip", "graph", "aux"]
-    assert enabled_objectives(SlipConfig(**STRUCTXLIP, lambda_graph=0.0)) == [
+    # a weight on what the model cannot compute (no graph path, no classifier) enables nothing
+    assert enabled_objectives(SlipConfig(use_graph=False, lambda_graph=0.05, lambda_aux=0.1)) == ["clip"]
+    assert enabled_objectives(SlipConfig(**STRUCTXLIP, lambda_graph=0.0, num_labels=3)) == [
         "clip", "aux", "structxlip_global", "structxlip_local", "structxlip_consistency"
     ]
     assert batch_preparers(config) == []

@@ -122,7 +122,8 @@ def _with_aro(result: dict, run_dir: Path, aro_dir: str | None, max_length: int)
         from .evaluation.aro import evaluate_aro
 
         scores = evaluate_aro(str(run_dir), aro_dir, max_length=max_length)
-        result["aro"] = {task: r.macro_accuracy for task, r in scores.items()}
+        result["aro"] = {f"{task} {kind}": value for task, r in scores.items()
+                         for kind, value in (("macro", r.macro_accuracy), ("all", r.accuracy))}
     return result
 
 

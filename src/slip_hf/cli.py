@@ -245,7 +245,8 @@ class StructureBenchmarkArguments:
     out_dir: str = field(metadata={"help": "Where the ARO-format files and images go."})
     dataset_config: str = field(default="electronics", metadata={"help": "Dataset config."})
     split: str = field(default="test", metadata={"help": "Split whose items make the cases."})
-    num_cases: int = field(default=300, metadata={"help": "Cases per kind (attribute binding, direction of 'for')."})
+    num_cases: int = field(default=1500, metadata={"help": "Cases per kind (attribute binding, direction of 'for'); the "
+                                                     "attribute macro average needs >= 25 cases per colour pair."})
     image_size: int = field(default=64, metadata={"help": "Side of each item's image in the composites."})
     seed: int = field(default=0, metadata={"help": "Seed of the pairing."})
 

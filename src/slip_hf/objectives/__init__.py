@@ -42,8 +42,8 @@ def objective_weights(config) -> dict[str, float]:
 
 
 def enabled_objectives(config) -> list[str]:
-    """Names of the objectives with a non-zero weight, in summation order."""
-    return [name for name, weight in objective_weights(config).items() if weight != 0]
+    """Names of the objectives with a non-zero weight that apply to the model, in summation order."""
+    return [name for name, weight in objective_weights(config).items() if weight != 0 and OBJECTIVES[name].applies_to(config)]
 
 
 def needs_scene_graphs(config) -> bool:

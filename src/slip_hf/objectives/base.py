@@ -120,6 +120,12 @@ class Objective:
     optional_fields: ClassVar[tuple[str, ...]] = ()
     preparer: ClassVar[type["BatchPreparer"] | None] = None
 
+    @classmethod
+    def applies_to(cls, config) -> bool:
+        """Whether a model with this config can compute the objective at all (e.g. the graph loss needs the
+        graph path); a weight on an objective that does not apply changes nothing."""
+        return True
+
     def __call__(self, state: ForwardState) -> torch.Tensor | None:
         raise NotImplementedError
 

@@ -32,6 +32,10 @@ class GraphObjective(Objective):
     name = "graph"
     report_when_off = True
 
+    @classmethod
+    def applies_to(cls, config) -> bool:
+        return config.use_graph
+
     def __call__(self, state: ForwardState) -> torch.Tensor | None:
         if state.node_embeds_all is None:
             return None
@@ -60,6 +64,10 @@ class AuxiliaryObjective(Objective):
 
     name = "aux"
     report_when_off = True
+
+    @classmethod
+    def applies_to(cls, config) -> bool:
+        return config.num_labels > 0
 
     def __call__(self, state: ForwardState) -> torch.Tensor | None:
         if state.class_logits is None or state.labels is None:
