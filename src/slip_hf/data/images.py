@@ -158,15 +158,15 @@ class ImageDownloader:
         self.image_dir.mkdir(parents=True, exist_ok=True)
         previous = self.load_log()
         results: dict[str, DownloadResult] = {}
-        todo = []
+        pending = []
         for key, url in items:
             done = previous.get(key)
             if done is not None and done.url == url and self._keep(done, retry_failed):
                 results[key] = done
             else:
-                todo.append((key, url))
+                pending.append((key, url))
         with open(self.log_path, "a") as log, ThreadPoolExecutor(self.num_workers) as pool:
-            futures = [pool.submit(self._fetch_one, key, url) for key, url in todo]
+            futures = [pool.submit(self._fetch_one, key, url) for key, url in pending]
             for future in tqdm(as_completed(futures), total=len(futures), desc="images", unit=" img", leave=False):
                 result = future.result()
                 results[result.key] = result
