@@ -53,6 +53,9 @@ def test_run_slip_writes_model_results_card_and_plots(slip_run):
     related = results["related_items"]
     assert set(related) == {"image", "text", "mean"} and related["text"]["num_queries"] > 0
     assert 0 < related["text"]["mrr"] <= 1 and "## Related items" in (slip_run / "test_results.md").read_text()
+    links = results["link_prediction"]["mean"]
+    assert links["num_positives"] > 0 and 0 < links["mrr"] <= 1
+    assert links["hits_at_100"] == 1.0 and links["num_negatives"] < 100  # a small split: fewer negatives than ranks
     card = (slip_run / "README.md").read_text()
     assert "Related items:" in card
     assert "model-index" in card and f"value: {round(results['retrieval']['mrr'], 4)}" in card

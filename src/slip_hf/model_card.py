@@ -6,7 +6,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .evaluation.runner import classification_table, related_items_table, retrieval_table
+from .evaluation.runner import classification_table, graph_metric_table, retrieval_table
 from .hub_upload import upload_folder_to_hub
 
 _RETRIEVAL_METRICS = ("mrr", "mrr_i2t", "mrr_t2i", "recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "mean_rank")
@@ -59,7 +59,7 @@ def build_model_card(
     )
     runs = {model_name: [results], **(comparison or {})}
     params = "\n".join(f"| `{key}` | {value} |" for key, value in hyperparameters.items())
-    related = related_items_table(runs)
+    related = graph_metric_table(runs, "related_items")
     related_section = (
         f"\nRelated items: each item of the split ranks the others; its co-purchase neighbours are the relevant ones.\n\n{related}\n"
         if related else ""

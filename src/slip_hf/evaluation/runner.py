@@ -20,6 +20,7 @@ from datasets import Dataset
 from ..embedding import encode_images, encode_texts
 from ..graph_batching import NodeGraph
 from .classification import few_shot_linear_probe, zero_shot_classification
+from .link_prediction import cosine_scores, link_metrics, sample_negatives
 from .related_items import related_item_metrics, relevant_candidates
 from .retrieval import alignment_score, retrieval_metrics
 
@@ -50,6 +51,7 @@ class EvaluationConfig:
     few_shot_draws: int = 3
     seed: int = 0
     related_hops: int = 1
+    link_negatives: int = 100
 
 
 def embed_split(model, image_processor, tokenizer, dataset: Dataset, config: EvaluationConfig) -> SplitEmbeddings:
@@ -82,7 +84,9 @@ def evaluate_embeddings(
     """All metrics from embeddings: `retrieval`, `alignment`, with labels `zero_shot` (needs `class_names`
     and `encode_prompts`) and `few_shot` (needs `train`), and with the dataset `graph` `related_items`: the
     related-item metrics of the image, text and mean (l2-normalised image + text) embeddings, relevant =
-    neighbours within `config.related_hops` hops inside the evaluated split."""
+    neighbours within `config.related_hops` hops inside the evaluated split, and `link_prediction`: zero-shot
+    link prediction of the split's own edges (never seen in training: batches hold one split's nodes) against
+    `config.link_negatives` seeded negatives each, by the cosine of each embedding."""
     results: dict[str, Any] = {
         "retrieval": retrieval_metrics(evaluated.image, evaluated.text, chunk_size=config.chunk_size),
         "alignment": alignment_score(evaluated.image, evaluated.text),
@@ -98,10 +102,24 @@ def evaluate_embeddings(
     if graph is not None:
         relevant = relevant_candidates(graph, evaluated.node_ids, config.related_hops)
         mean = torch.nn.functional.normalize(evaluated.image + evaluated.text, dim=-1)
+        embeddings = (("image", evaluated.image), ("text", evaluated.text), ("mean", mean))
         results["related_items"] = {
-            kind: related_item_metrics(embeds, relevant, chunk_size=config.chunk_size)
-            for kind, embeds in (("image", evaluated.image), ("text", evaluated.text), ("mean", mean))
+            kind: related_item_metrics(embeds, relevant, chunk_size=config.chunk_size) for kind, embeds in embeddings
         }
+        owner = np.repeat(np.arange(len(relevant)), [r.size for r in relevant])
+        neighbour = np.concatenate(relevant) if relevant else np.zeros(0, dtype=np.int64)
+        once = owner < neighbour
+        positives = torch.from_numpy(np.stack([owner[once], neighbour[once]]))
+        # every node must have enough non-neighbours in the split: small splits get fewer negatives
+        count = min(config.link_negatives, len(relevant) - 1 - max((r.size for r in relevant), default=0))
+        if config.related_hops == 1 and positives.size(1) and count > 0:
+            negatives = sample_negatives(positives, positives[0].numpy(), positives[1].numpy(), len(relevant), count, seed=config.seed)
+            u, v = positives
+            results["link_prediction"] = {
+                kind: {**link_metrics(cosine_scores(embeds, u, v), cosine_scores(embeds, u[:, None], negatives)),
+                       "num_negatives": count}
+                for kind, embeds in embeddings
+            }
     return results
 
 
@@ -172,17 +190,24 @@ def classification_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str
     return "\n".join(lines)
 
 
-def related_items_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """Related-item retrieval per model and embedding (MRR, Hits@1/10/50, NDCG@10, Recall@50), mean ± std over
-    runs; empty when no run has it."""
-    columns = [("MRR", "mrr"), ("Hits@1", "hits_at_1"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"),
-               ("NDCG@10", "ndcg_at_10"), ("Recall@50", "recall_at_50")]
+GRAPH_TABLES = {
+    "related_items": [("MRR", "mrr"), ("Hits@1", "hits_at_1"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"),
+                      ("NDCG@10", "ndcg_at_10"), ("Recall@50", "recall_at_50")],
+    "link_prediction": [("MRR", "mrr"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"), ("Hits@100", "hits_at_100")],
+}
+"""Columns of the graph-aware tables: related-item retrieval and zero-shot link prediction."""
+
+
+def graph_metric_table(runs: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "related_items") -> str:
+    """`key`'s metrics (see `GRAPH_TABLES`) per model and embedding, mean ± std over runs; empty when no run
+    has them."""
+    columns = GRAPH_TABLES[key]
     lines = ["| Method | Embedding | " + " | ".join(name for name, _ in columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for model, results in runs.items():
-        if "related_items" not in results[0]:
+        if key not in results[0]:
             continue
-        for kind in results[0]["related_items"]:
-            cells = [_mean_std([r["related_items"][kind][key] for r in results], 3) for _, key in columns]
+        for kind in results[0][key]:
+            cells = [_mean_std([r[key][kind][metric] for r in results], 3) for _, metric in columns]
             lines.append(f"| {model} | {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -193,10 +218,11 @@ def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = out_dir / f"{name}_results.json", out_dir / f"{name}_results.md"
     json_path.write_text(json.dumps(runs, indent=1))
-    related = related_items_table(runs)
+    related, links = graph_metric_table(runs, "related_items"), graph_metric_table(runs, "link_prediction")
     markdown_path.write_text(
         f"## Retrieval\n\n{retrieval_table(runs)}\n\n## Classification\n\n{classification_table(runs)}\n"
         + (f"\n## Related items (co-purchase neighbours in the split)\n\n{related}\n" if related else "")
+        + (f"\n## Link prediction (the split's edges against seeded negatives, cosine)\n\n{links}\n" if links else "")
     )
     return json_path, markdown_path
 
@@ -208,7 +234,8 @@ __all__ = [
     "embed_split",
     "evaluate_checkpoint",
     "evaluate_embeddings",
-    "related_items_table",
+    "GRAPH_TABLES",
+    "graph_metric_table",
     "retrieval_table",
     "write_report",
 ]
