@@ -177,7 +177,6 @@ def test_ablation_tables_have_the_papers_rows(graph_dataset_dir, tiny_clip_check
 
 def test_ablation_objectives_table_has_one_row_per_objective_set(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
     from slip_hf.ablation import AblationArguments, run_ablation
-
     from slip_hf.data.structure_benchmark import write_product_structure_benchmark
 
     write_product_structure_benchmark(graph_dataset_dir, tmp_path / "aro", num_cases=8, image_size=16)

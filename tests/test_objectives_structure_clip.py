@@ -161,7 +161,7 @@ def _aro_folder(root, cases):
 
 
 def test_aro_harness_scores_crops_and_macro_averages(tmp_path, tiny_clip_checkpoint):
-    from slip_hf.evaluation.aro import load_dual_encoder
+    from slip_hf.embedding import load_dual_encoder
 
     cases = [
         {"image_path": f"{i % 2}.png", "bbox_x": 0, "bbox_y": 0, "bbox_w": 20, "bbox_h": 20, "relation_name": relation,

@@ -54,8 +54,8 @@ class AblationArguments:
 
     table: str = field(
         default="components",
-        metadata={"help": "'batch_size' (Table 3), 'components' (Table 4), 'both', or 'objectives' (CLIP, SLIP, StructXLIP, "
-                  "SLIP + StructXLIP)."},
+        metadata={"help": "'batch_size' (Table 3), 'components' (Table 4), 'both', or 'objectives' (one row per "
+                  "objective set of OBJECTIVE_SETS: CLIP, SLIP, StructXLIP, Structure-CLIP and their combinations)."},
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds per row."})
     batch_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024], metadata={"help": "Table 3's batch sizes."})

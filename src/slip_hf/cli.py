@@ -172,28 +172,30 @@ def evaluate(argv: Sequence[str]) -> int:
     import torch
 
     from .data.hub import load_copurchase_graph
+    from .embedding import load_dual_encoder
     from .evaluation import EvaluationConfig, evaluate_checkpoint, write_figures, write_report
-    from .evaluation.aro import load_dual_encoder
 
     args = _parse_config(
         EvaluateArguments,
         "slip-hf evaluate",
         "Evaluate a SLIP or plain CLIP checkpoint on one split of the co-purchase graph dataset: retrieval "
-        "over the whole split (Table 2), zero-shot and k-shot classification, alignment, and the two figures.",
+        "over the whole split (Table 2), zero-shot and k-shot classification, alignment, related-item retrieval, "
+        "zero-shot link prediction, and the two figures.",
         argv,
     )
     path = args.model_name_or_path
     model, image_processor, tokenizer = load_dual_encoder(path)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     graph = load_copurchase_graph(args.dataset_name, args.dataset_config)
+    node_graph = graph.node_graph()
     config = EvaluationConfig(text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot), batch_size=args.batch_size)
     metrics, embeddings = evaluate_checkpoint(
-        model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"], graph.node_graph()
+        model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"], node_graph
     )
     name = args.name or Path(path).name
     json_path, markdown_path = write_report({name: [metrics]}, args.output_dir, args.split)
     figures = write_figures(
-        {name: (embeddings.image, embeddings.text, embeddings.node_ids)}, graph.nodes[args.split], graph.node_graph(),
+        {name: (embeddings.image, embeddings.text, embeddings.node_ids)}, graph.nodes[args.split], node_graph,
         args.output_dir, text_column=args.text_column,
     )
     print(markdown_path.read_text())

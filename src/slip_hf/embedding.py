@@ -20,6 +20,18 @@ def _features(output: Any) -> torch.Tensor:
     return output.pooler_output if hasattr(output, "pooler_output") else output
 
 
+def load_dual_encoder(model_name_or_path: str):
+    """`(model, image_processor, tokenizer)` of a SLIP or plain CLIP checkpoint (folder or Hub id)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    from .modeling_slip import SlipModel
+
+    config = AutoConfig.from_pretrained(model_name_or_path)
+    model_class = SlipModel if config.model_type == "slip" else CLIPModel
+    return (model_class.from_pretrained(model_name_or_path), AutoImageProcessor.from_pretrained(model_name_or_path),
+            AutoTokenizer.from_pretrained(model_name_or_path))
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -86,4 +98,4 @@ def encode_texts(
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
-__all__ = ["encode_images", "encode_texts", "model_device"]
+__all__ = ["encode_images", "encode_texts", "load_dual_encoder", "model_device"]

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import save_file
 from datasets import DatasetDict
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, set_seed
 
 from .data.hub import load_copurchase_graph
@@ -116,8 +116,9 @@ def run_experiment(
 
         nodes = DatasetDict({
             name: annotate_scene_graphs(split, data_args.text_column, model.config.structure_clip_replace_attributes)
-            for name, split in nodes.items() if name in ("train", "validation")
-        } | {name: split for name, split in nodes.items() if name not in ("train", "validation")})
+            if name in ("train", "validation") else split
+            for name, split in nodes.items()
+        })
 
     def transform(augment: bool) -> NodeTransform:
         return NodeTransform(

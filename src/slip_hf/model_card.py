@@ -6,7 +6,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .evaluation.runner import classification_table, graph_metric_table, retrieval_table
+from .evaluation.runner import classification_table, graph_metric_sections, retrieval_table
 from .hub_upload import upload_folder_to_hub
 
 _RETRIEVAL_METRICS = ("mrr", "mrr_i2t", "mrr_t2i", "recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "mean_rank")
@@ -59,11 +59,6 @@ def build_model_card(
     )
     runs = {model_name: [results], **(comparison or {})}
     params = "\n".join(f"| `{key}` | {value} |" for key, value in hyperparameters.items())
-    related = graph_metric_table(runs, "related_items")
-    related_section = (
-        f"\nRelated items: each item of the split ranks the others; its co-purchase neighbours are the relevant ones.\n\n{related}\n"
-        if related else ""
-    )
     body = f"""
 # {model_name}
 
@@ -97,7 +92,7 @@ rank and Recall@k as in Table 2 of the SLIP paper.
 {retrieval_table(runs)}
 
 {classification_table(runs)}
-{related_section}
+{graph_metric_sections(runs, heading='###')}
 ## Training hyper-parameters
 
 | argument | value |

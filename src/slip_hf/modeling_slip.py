@@ -179,9 +179,9 @@ class SlipPreTrainedModel(PreTrainedModel):
             ) from error
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Glorot for GAT weights and attention vectors (as torch_geometric does), Xavier for the fusion and
-        classifier and the knowledge encoder, identity LayerNorm, and the configured graph temperature. CLIP's own modules are initialised
-        by `CLIPPreTrainedModel`."""
+        """Glorot for GAT weights and attention vectors (as torch_geometric does), Xavier for the fusion, the
+        classifier and the knowledge encoder, identity LayerNorm, and the configured graph temperature. CLIP's
+        own modules are initialised by `CLIPPreTrainedModel`."""
         if isinstance(module, GATConv):
             for name, param in module.named_parameters():
                 if name.endswith("bias"):

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
+
+from ..embedding import encode_images, encode_texts, load_dual_encoder
 
 TASKS = {
     "VG-Relation": ("visual_genome_relation.json", "relation_name", 0),
@@ -78,31 +77,26 @@ def _group(case: dict, group_field: str) -> str:
     return "_".join(value) if isinstance(value, list) else str(value)
 
 
-@torch.no_grad()
+def _cropped(case: dict) -> Image.Image:
+    """A case's image cut to its box, as the reference does."""
+    x, y, w, h = (case[k] for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
+    with Image.open(case["image_path"]) as image:
+        return image.convert("RGB").crop((x, y, x + w, y + h))
+
+
 def score_cases(model, image_processor, tokenizer, cases: Sequence[dict], batch_size: int = 64, max_length: int = 77) -> np.ndarray:
     """`correct[i]`: cos(image, true caption) > cos(image, false caption) for case i (boxes cropped).
 
     `model` is a [`SlipModel`] or a `CLIPModel` (anything with `get_image_features` / `get_text_features`);
     captions are cut to `max_length` tokens, or to the text tower's positions if it has fewer."""
+    if not cases:
+        return np.zeros(0, dtype=bool)
     model.eval()
     max_length = min(max_length, model.config.get_text_config().max_position_embeddings)
-    device = next(model.parameters()).device
-    correct = []
-    for start in tqdm(range(0, len(cases), batch_size), desc="ARO", unit=" batch", leave=False):
-        batch = cases[start : start + batch_size]
-        images = []
-        for case in batch:
-            with Image.open(case["image_path"]) as image:
-                x, y, w, h = (case[k] for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
-                images.append(image.convert("RGB").crop((x, y, x + w, y + h)))
-        pixels = image_processor(images=images, return_tensors="pt")["pixel_values"].to(device)
-        image_embeds = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1)
-        texts = [case["true_caption"] for case in batch] + [case["false_caption"] for case in batch]
-        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt").to(device)
-        text_embeds = F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
-        true_embeds, false_embeds = text_embeds[: len(batch)], text_embeds[len(batch) :]
-        correct.append(((image_embeds * true_embeds).sum(-1) > (image_embeds * false_embeds).sum(-1)).cpu().numpy())
-    return np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+    images = encode_images(model, image_processor, cases, batch_size, load_image=_cropped, desc="ARO images")
+    true = encode_texts(model, tokenizer, [c["true_caption"] for c in cases], batch_size, max_length, desc="ARO true captions")
+    false = encode_texts(model, tokenizer, [c["false_caption"] for c in cases], batch_size, max_length, desc="ARO false captions")
+    return ((images * true).sum(-1) > (images * false).sum(-1)).numpy()
 
 
 def aro_accuracy(task: str, correct: np.ndarray, cases: Sequence[dict], min_count: int | None = None) -> AroResult:
@@ -117,18 +111,6 @@ def aro_accuracy(task: str, correct: np.ndarray, cases: Sequence[dict], min_coun
     kept = [accuracy for accuracy, count in groups.values() if count >= min_count]
     return AroResult(task, float(np.mean(correct)) if len(correct) else float("nan"),
                      float(np.mean(kept)) if kept else float("nan"), len(cases), groups)
-
-
-def load_dual_encoder(model_name_or_path: str):
-    """`(model, image_processor, tokenizer)` of a SLIP or plain CLIP checkpoint (folder or Hub id)."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
-
-    from ..modeling_slip import SlipModel
-
-    config = AutoConfig.from_pretrained(model_name_or_path)
-    model_class = SlipModel if config.model_type == "slip" else CLIPModel
-    return (model_class.from_pretrained(model_name_or_path), AutoImageProcessor.from_pretrained(model_name_or_path),
-            AutoTokenizer.from_pretrained(model_name_or_path))
 
 
 def evaluate_aro(
@@ -156,4 +138,4 @@ def aro_table(results: dict[str, dict[str, AroResult]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TASKS", "AroResult", "aro_accuracy", "aro_table", "evaluate_aro", "load_aro_cases", "load_dual_encoder", "score_cases"]
+__all__ = ["TASKS", "AroResult", "aro_accuracy", "aro_table", "evaluate_aro", "load_aro_cases", "score_cases"]

@@ -28,14 +28,14 @@ def relevant_candidates(graph: NodeGraph, pool: np.ndarray, hops: int = 1) -> li
     position = np.full(graph.num_nodes, -1, dtype=np.int64)
     position[pool] = np.arange(pool.size)
     owner, frontier = np.arange(pool.size), pool
-    reached = [(owner, frontier)]
+    owners, nodes = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for _ in range(hops):
         step_owner, neighbour = graph.neighbors_of(frontier)
         pairs = np.unique(np.stack([owner[step_owner], neighbour], axis=1), axis=0)
         owner, frontier = pairs[:, 0], pairs[:, 1]
-        reached.append((owner, frontier))
-    owners = np.concatenate([o for o, _ in reached[1:]]) if hops else np.zeros(0, dtype=np.int64)
-    nodes = np.concatenate([n for _, n in reached[1:]]) if hops else np.zeros(0, dtype=np.int64)
+        owners.append(owner)
+        nodes.append(frontier)
+    owners, nodes = np.concatenate(owners), np.concatenate(nodes)
     keep = (position[nodes] >= 0) & (nodes != pool[owners])
     pairs = np.unique(np.stack([owners[keep], position[nodes[keep]]], axis=1), axis=0)
     splits = np.searchsorted(pairs[:, 0], np.arange(1, pool.size))

@@ -106,21 +106,32 @@ def evaluate_embeddings(
         results["related_items"] = {
             kind: related_item_metrics(embeds, relevant, chunk_size=config.chunk_size) for kind, embeds in embeddings
         }
-        owner = np.repeat(np.arange(len(relevant)), [r.size for r in relevant])
-        neighbour = np.concatenate(relevant) if relevant else np.zeros(0, dtype=np.int64)
-        once = owner < neighbour
-        positives = torch.from_numpy(np.stack([owner[once], neighbour[once]]))
-        # every node must have enough non-neighbours in the split: small splits get fewer negatives
-        count = min(config.link_negatives, len(relevant) - 1 - max((r.size for r in relevant), default=0))
-        if config.related_hops == 1 and positives.size(1) and count > 0:
-            negatives = sample_negatives(positives, positives[0].numpy(), positives[1].numpy(), len(relevant), count, seed=config.seed)
-            u, v = positives
-            results["link_prediction"] = {
-                kind: {**link_metrics(cosine_scores(embeds, u, v), cosine_scores(embeds, u[:, None], negatives)),
-                       "num_negatives": count}
-                for kind, embeds in embeddings
-            }
+        neighbours = relevant if config.related_hops == 1 else relevant_candidates(graph, evaluated.node_ids, 1)
+        links = _split_link_prediction(neighbours, embeddings, config)
+        if links is not None:
+            results["link_prediction"] = links
     return results
+
+
+def _split_link_prediction(
+    neighbours: Sequence[np.ndarray], embeddings: Sequence[tuple[str, torch.Tensor]], config: EvaluationConfig
+) -> dict[str, dict[str, float]] | None:
+    """Zero-shot link prediction of a split's own edges (`neighbours[i]`: split positions of item i's
+    neighbours) for each `(name, embeddings)`; `None` when the split has no edge or no room for a negative."""
+    owner = np.repeat(np.arange(len(neighbours)), [n.size for n in neighbours])
+    neighbour = np.concatenate(neighbours) if neighbours else np.zeros(0, dtype=np.int64)
+    once = owner < neighbour
+    positives = torch.from_numpy(np.stack([owner[once], neighbour[once]]))
+    # every node must have enough non-neighbours in the split: small splits get fewer negatives
+    count = min(config.link_negatives, len(neighbours) - 1 - max((n.size for n in neighbours), default=0))
+    if not positives.size(1) or count <= 0:
+        return None
+    negatives = sample_negatives(positives, owner[once], neighbour[once], len(neighbours), count, seed=config.seed)
+    u, v = positives
+    return {
+        kind: {**link_metrics(cosine_scores(embeds, u, v), cosine_scores(embeds, u[:, None], negatives)), "num_negatives": count}
+        for kind, embeds in embeddings
+    }
 
 
 def evaluate_checkpoint(
@@ -191,17 +202,23 @@ def classification_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str
 
 
 GRAPH_TABLES = {
-    "related_items": [("MRR", "mrr"), ("Hits@1", "hits_at_1"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"),
-                      ("NDCG@10", "ndcg_at_10"), ("Recall@50", "recall_at_50")],
-    "link_prediction": [("MRR", "mrr"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"), ("Hits@100", "hits_at_100")],
+    "related_items": (
+        "Related items: each item of the split ranks the others; its co-purchase neighbours are the relevant ones",
+        [("MRR", "mrr"), ("Hits@1", "hits_at_1"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"),
+         ("NDCG@10", "ndcg_at_10"), ("Recall@50", "recall_at_50")],
+    ),
+    "link_prediction": (
+        "Link prediction: the split's edges, which no training batch holds, each against seeded non-edges, by cosine",
+        [("MRR", "mrr"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"), ("Hits@100", "hits_at_100")],
+    ),
 }
-"""Columns of the graph-aware tables: related-item retrieval and zero-shot link prediction."""
+"""Title and columns of the graph-aware tables: related-item retrieval and zero-shot link prediction."""
 
 
 def graph_metric_table(runs: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "related_items") -> str:
     """`key`'s metrics (see `GRAPH_TABLES`) per model and embedding, mean ± std over runs; empty when no run
     has them."""
-    columns = GRAPH_TABLES[key]
+    _, columns = GRAPH_TABLES[key]
     lines = ["| Method | Embedding | " + " | ".join(name for name, _ in columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for model, results in runs.items():
         if key not in results[0]:
@@ -212,17 +229,21 @@ def graph_metric_table(runs: Mapping[str, Sequence[Mapping[str, Any]]], key: str
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def graph_metric_sections(runs: Mapping[str, Sequence[Mapping[str, Any]]], heading: str = "##") -> str:
+    """Every graph-aware table the runs have, each under `heading` and its title (see `GRAPH_TABLES`)."""
+    tables = ((title, graph_metric_table(runs, key)) for key, (title, _) in GRAPH_TABLES.items())
+    return "".join(f"\n{heading} {title}\n\n{table}\n" for title, table in tables if table)
+
+
 def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str | os.PathLike, name: str = "eval") -> tuple[Path, Path]:
-    """`<name>_results.json` (every number) and `<name>_results.md` (the two tables) under `out_dir`."""
+    """`<name>_results.json` (every number) and `<name>_results.md` (the tables) under `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = out_dir / f"{name}_results.json", out_dir / f"{name}_results.md"
     json_path.write_text(json.dumps(runs, indent=1))
-    related, links = graph_metric_table(runs, "related_items"), graph_metric_table(runs, "link_prediction")
     markdown_path.write_text(
         f"## Retrieval\n\n{retrieval_table(runs)}\n\n## Classification\n\n{classification_table(runs)}\n"
-        + (f"\n## Related items (co-purchase neighbours in the split)\n\n{related}\n" if related else "")
-        + (f"\n## Link prediction (the split's edges against seeded negatives, cosine)\n\n{links}\n" if links else "")
+        + graph_metric_sections(runs)
     )
     return json_path, markdown_path
 
@@ -235,6 +256,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_embeddings",
     "GRAPH_TABLES",
+    "graph_metric_sections",
     "graph_metric_table",
     "retrieval_table",
     "write_report",

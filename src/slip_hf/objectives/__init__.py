@@ -8,6 +8,8 @@ Adding a method: a file here with its [`Objective`] classes, one line in `OBJECT
 in `SlipConfig` (with its `loss_<name>` in `SlipOutput`).
 """
 
+import functools
+
 from .base import BatchPreparer, ForwardState, Objective
 from .schedule import ObjectiveWeightSchedule, warmup_cosine_factor
 from .slip import AuxiliaryObjective, ClipObjective, GraphObjective
@@ -61,6 +63,7 @@ def batch_preparers(config, tokenizer=None, image_processor=None) -> list[BatchP
     return [kind(config, tokenizer, image_processor) for kind in kinds]
 
 
+@functools.cache
 def objective_batch_fields() -> frozenset[str]:
     """Every batch field some objective may read (what `SlipModel.forward` accepts besides its own inputs)."""
     return frozenset(

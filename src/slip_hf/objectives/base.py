@@ -16,6 +16,7 @@ processes is the loss of the global batch (see `slip_hf.distributed`).
 """
 
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -105,13 +106,13 @@ def zero_loss(*tensors: torch.Tensor) -> torch.Tensor:
     return sum(t.float().sum() for t in tensors) * 0.0
 
 
-class Objective:
+class Objective(ABC):
     """One term of the training loss.
 
     Subclasses set `name` (weight `config.lambda_<name>`, output `loss_<name>`), `batch_fields` (what the
     collator must add to the batch; see `preparer`), `optional_fields` (read when present), `report_when_off`
-    (computed and reported even with weight 0: SLIP's cheap parts), optionally `preparer` (a class that adds those fields
-    to a collated batch: [`BatchPreparer`]), and implement `__call__`.
+    (computed and reported even with weight 0: SLIP's cheap parts), optionally `preparer` (a class that adds
+    those fields to a collated batch: [`BatchPreparer`]), and implement `__call__`.
     """
 
     name: ClassVar[str]
@@ -126,11 +127,12 @@ class Objective:
         graph path); a weight on an objective that does not apply changes nothing."""
         return True
 
+    @abstractmethod
     def __call__(self, state: ForwardState) -> torch.Tensor | None:
-        raise NotImplementedError
+        """This process's share of the objective's loss for the batch, or `None` where it does not apply."""
 
 
-class BatchPreparer:
+class BatchPreparer(ABC):
     """Adds an objective family's fields to a collated batch (e.g. edge maps, filtered captions).
 
     Built once per data collator from the model config, the tokenizer and the image processor; called with
@@ -141,8 +143,9 @@ class BatchPreparer:
     def __init__(self, config, tokenizer, image_processor):
         self.config, self.tokenizer, self.image_processor = config, tokenizer, image_processor
 
+    @abstractmethod
     def __call__(self, batch: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
+        """Add the family's fields to `batch` in place."""
 
 
 __all__ = ["BatchPreparer", "ForwardState", "Objective", "float32_loss", "zero_loss"]
