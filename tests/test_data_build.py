@@ -98,6 +98,7 @@ def test_card_carries_the_builds_numbers(built):
     assert "config_name: electronics_edges" in card and "path: electronics/train-*.parquet" in card
     assert f"| Electronics | {result.num_nodes / 1000:,.1f} | {result.num_edges / 1000:,.1f} |" in card
     assert "Graph signal" in card and "| 2-hop |" in card
+    assert "## Time-aware use" in card and "temporal_cut=0.8" in card and "`center_crop_images=False`" in card
     signal = result.stats["graph_signal"]
     assert signal["2-hop"] > 5 * signal["random pairs"] and signal["1-hop"] < signal["2-hop"]  # 30 lines: random ~ 1/30
     assert json.loads((out_dir / "stats" / "electronics.json").read_text())["nodes"] == result.num_nodes

@@ -155,3 +155,16 @@ def test_table_shows_mean_and_std_over_runs():
     table = retrieval_table({"SLIP": [run(0.5), run(0.7)], "CLIP": [run(0.4)]})
     assert "| SLIP (2 runs) | 0.667 ± 0.000 | 0.833 ± 0.000 | 0.600 ± 0.100 |" in table
     assert "| CLIP (1 run) | 0.667 | 0.833 | 0.400 |" in table
+
+
+def test_one_shot_probes_over_many_classes_raise_no_warning():
+    """A 1-shot draw over 30 classes is 30 samples of 30 classes: scikit-learn would warn on every draw."""
+    import warnings
+
+    rng = np.random.default_rng(1)
+    train_y, eval_y = np.repeat(np.arange(30), 3), np.arange(30)
+    train_x, eval_x = np.eye(30)[train_y] + 0.1 * rng.normal(size=(90, 30)), np.eye(30)[eval_y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = few_shot_linear_probe(train_x, train_y, eval_x, eval_y, shots=(1,), num_draws=2)
+    assert scores["1shot_accuracy"] > 0.9

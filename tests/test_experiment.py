@@ -51,14 +51,19 @@ def test_run_slip_writes_model_results_card_and_plots(slip_run):
     assert 0 < results["retrieval"]["mrr"] <= 1 and results["num_nodes"] > 20
     assert {"zero_shot", "few_shot", "alignment", "related_items"} <= set(results)
     related = results["related_items"]
-    assert set(related) == {"image", "text", "mean"} and related["text"]["num_queries"] > 0
+    assert set(related) == {"image", "text", "mean", "Z"} and related["text"]["num_queries"] > 0
     assert 0 < related["text"]["mrr"] <= 1 and "## Related items" in (slip_run / "test_results.md").read_text()
+    assert set(results["link_prediction"]) == {"image", "text", "mean", "Z", "probe"}
     links = results["link_prediction"]["mean"]
     assert links["num_positives"] > 0 and 0 < links["mrr"] <= 1
     assert links["hits_at_100"] == 1.0 and links["num_negatives"] < 100  # a small split: fewer negatives than ranks
+    protocol = results["graph_protocol"]
+    assert protocol["positives_count"] + protocol["observed_edges"] == protocol["known_edges"]  # a random half held out
+    assert protocol["positives_count"] == links["num_positives"]
     card = (slip_run / "README.md").read_text()
     assert "Related items:" in card
     assert "model-index" in card and f"value: {round(results['retrieval']['mrr'], 4)}" in card
+    assert "type: link-prediction" in card and "name: mrr (probe)" in card and "name: ndcg_at_10 (Z)" in card
     for plot in ("similarity_by_hop.png", "retrieval_grid.png"):
         with Image.open(slip_run / plot) as image:
             assert image.size[0] > 500 and len(set(image.convert("L").getdata())) > 20  # not a blank canvas
@@ -136,6 +141,33 @@ def test_cli_evaluates_a_plain_clip_checkpoint(graph_dataset_dir, tiny_clip_chec
     assert (tmp_path / "similarity_by_hop.png").stat().st_size > 10_000 and (tmp_path / "retrieval_grid.png").is_file()
 
 
+def test_cli_evaluates_new_relations_over_every_item_on_the_tensor_path(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    from slip_hf.data.hub import load_copurchase_graph
+
+    code = cli_main(["evaluate", "--model_name_or_path", tiny_clip_checkpoint, "--dataset_name", str(graph_dataset_dir),
+                     "--output_dir", str(tmp_path), "--name", "CLIP", "--few_shot", "1", "--max_text_length", "24",
+                     "--temporal_cut", "0.75", "--graph_pool", "all", "--image_pipeline", "tensor"])
+    assert code == 0
+    protocol = json.loads((tmp_path / "test_results.json").read_text())["CLIP"][0]["graph_protocol"]
+    split = load_copurchase_graph(graph_dataset_dir, "electronics", temporal_cut=0.75)
+    assert protocol["positives"].startswith("future") and protocol["pool_size"] == split.num_nodes
+    assert protocol["positives_count"] == split.future_graph().num_edges
+
+
+def test_trainer_refuses_weighted_positives_without_edge_weights(graph_dataset_dir, clip_config):
+    from slip_hf import SlipConfig
+    from slip_hf.data.hub import load_copurchase_graph
+    from slip_hf.trainer import SlipTrainer, SlipTrainingArguments
+
+    graph = load_copurchase_graph(graph_dataset_dir, "electronics")
+    model = SlipModel(SlipConfig(clip_config=clip_config.to_dict(), graph_hidden_size=32, positive_count_weighting="log"))
+    args = SlipTrainingArguments(output_dir="unused", report_to="none")
+    with pytest.raises(ValueError, match="graph has no weights"):
+        SlipTrainer(model=model, args=args, graph=graph.node_graph())
+    trainer = SlipTrainer(model=model, args=args, graph=graph.node_graph(model.config))
+    assert trainer.graph.weight is not None and (trainer.graph.weight > 0).all()
+
+
 def test_demo_end_to_end_at_toy_size(tmp_path, capsys):
     from slip_hf.demo import DemoConfig, run_demo
 
@@ -204,3 +236,30 @@ def test_ablation_objectives_table_has_one_row_per_objective_set(graph_dataset_d
     assert structxlip.config.lambda_structxlip_global == 0.5 and not structxlip.config.use_graph
     both = json.loads((tmp_path / "objectives_slip_structxlip" / "seed0" / "run_config.json").read_text())
     assert both["training"]["lambda_structxlip_local"] == 0.1 and both["model"]["baseline"] == "slip"
+
+
+def test_ablation_temporal_table_trains_before_the_cut_and_scores_the_new_relations(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    from slip_hf.ablation import TEMPORAL_VARIANTS, AblationArguments, run_ablation
+    from slip_hf.data.hub import load_copurchase_graph
+
+    ablation, model_args, data_args, training_args = parse_arguments(
+        ["--table", "temporal", "--seeds", "0", "--temporal_cut", "0.7", "--graph_pool", "all",
+         *_flags(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, "--max_steps", "2", "--eval_strategy", "no",
+                 "--save_strategy", "no", "--load_best_model_at_end", "False", "--few_shot", "1")],
+        extra=(AblationArguments,),
+    )
+    result = run_ablation(ablation, model_args, data_args, training_args)
+    rows = [line.split(" | ")[0] for line in result["markdown"].splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == [f"| {name}" for name in TEMPORAL_VARIANTS]
+    assert "| Link Z MRR |" in result["markdown"] and "| Link probe H@50 |" in result["markdown"]
+    split = load_copurchase_graph(graph_dataset_dir, "electronics", temporal_cut=0.7)
+    for results in result["results"]["temporal"].values():
+        protocol = results[0]["graph_protocol"]
+        # every item is in the pool: the positives are all the new relations, the observed graph all the old ones
+        assert protocol["pool_size"] == split.num_nodes and protocol["temporal_cut_time"] == split.cut_time
+        assert protocol["positives_count"] == split.future_graph().num_edges
+        assert protocol["observed_edges"] == split.node_graph().num_edges
+    decay = SlipModel.from_pretrained(tmp_path / "temporal_slip_decay" / "seed0")
+    assert decay.config.positive_recency == "decay" and decay.config.use_graph
+    card = (tmp_path / "temporal_slip_decay" / "seed0" / "README.md").read_text()
+    assert "| `temporal_cut` | 0.7 |" in card and "| `positive_recency` | decay |" in card

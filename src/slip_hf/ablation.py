@@ -3,6 +3,8 @@
 * Table 3, batch size: for each batch size, the CLIP fine-tuning baseline ("w/o G") and SLIP ("w/ G");
 * Table 4, components at one batch size: CLIP fine-tune; + Graph only; + Graph + Aux; + Graph + Aux without
   discriminative learning rates (layer decay 1.0);
+* temporal: a temporal split (train on the co-purchases before the cut, predict the ones after it): CLIP,
+  SLIP and SLIP with recency- or count-weighted positives (`slip_hf.positive_weights`);
 * objectives: one row per set of objectives (`slip_hf.objectives`): CLIP, SLIP, StructXLIP, SLIP +
   StructXLIP, SLIP + Structure-CLIP and all three, with the references' weights; with `aro_dir`, each run is
   also scored on an ARO-format benchmark (`slip-hf make-structure-benchmark` writes a product one).
@@ -42,6 +44,14 @@ OBJECTIVE_SETS = {
         "objectives_all", {"baseline": "slip", **STRUCTXLIP_WEIGHTS, **STRUCTURE_CLIP_SETTINGS}
     ),
 }
+TEMPORAL_VARIANTS = {
+    # name: (run folder, changes to the recipe); every row trains on the edges before the cut
+    "CLIP": ("temporal_clip", {"baseline": "clip"}),
+    "SLIP": ("temporal_slip", {"baseline": "slip"}),
+    "SLIP, recency-decayed positives": ("temporal_slip_decay", {"baseline": "slip", "positive_recency": "decay"}),
+    "SLIP, recency window": ("temporal_slip_window", {"baseline": "slip", "positive_recency": "window"}),
+    "SLIP, count-weighted positives": ("temporal_slip_count", {"baseline": "slip", "positive_count_weighting": "log"}),
+}
 _COLUMNS = (
     ("i2t", "mrr_i2t", 3), ("t2i", "mrr_t2i", 3), ("Mean", "mrr", 3), ("Med", "median_rank", 1),
     ("Mean rank", "mean_rank", 1), ("@1", "recall_at_1", 3), ("@5", "recall_at_5", 3), ("@10", "recall_at_10", 3),
@@ -54,8 +64,10 @@ class AblationArguments:
 
     table: str = field(
         default="components",
-        metadata={"help": "'batch_size' (Table 3), 'components' (Table 4), 'both', or 'objectives' (one row per "
-                  "objective set of OBJECTIVE_SETS: CLIP, SLIP, StructXLIP, Structure-CLIP and their combinations)."},
+        metadata={"help": "'batch_size' (Table 3), 'components' (Table 4), 'both', 'objectives' (one row per "
+                  "objective set of OBJECTIVE_SETS: CLIP, SLIP, StructXLIP, Structure-CLIP and their combinations), or "
+                  "'temporal' (a temporal split, --temporal_cut, default 0.8: CLIP, SLIP and SLIP with recency- and "
+                  "count-weighted positives, scored on the relations that appear after the cut)."},
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds per row."})
     batch_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024], metadata={"help": "Table 3's batch sizes."})
@@ -108,6 +120,24 @@ def objectives_table(rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def temporal_table(rows: dict[str, list[dict]]) -> str:
+    """One row per temporal variant: same-item MRR, then link prediction of the new relations (MRR and Hits@50
+    per embedding) and related items (text MRR)."""
+    kinds = [k for k in next(iter(rows.values()))[0].get("link_prediction", {})]
+    for results in rows.values():
+        kinds += [k for k in results[0].get("link_prediction", {}) if k not in kinds]
+    header = "| Variant | Same-item MRR | " + " | ".join(f"Link {k} MRR | Link {k} H@50" for k in kinds) + " | Related text MRR |"
+    lines = [header, "|---|---:|" + "---:|---:|" * len(kinds) + "---:|"]
+    for name, results in rows.items():
+        cells = [_cell([r["retrieval"]["mrr"] for r in results], 3)]
+        for kind in kinds:
+            present = [r["link_prediction"][kind] for r in results if kind in r.get("link_prediction", {})]
+            cells += [_cell([p["mrr"] for p in present], 3), _cell([p["hits_at_50"] for p in present], 3)] if present else ["-", "-"]
+        cells.append(_cell([r["related_items"]["text"]["mrr"] for r in results], 3))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _run(model_args, data_args, training_args, out: Path, label: str, seed: int, **changes) -> dict:
     model_changes = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(ModelArguments)}}
     training_changes = {k: v for k, v in changes.items() if k not in model_changes}
@@ -131,8 +161,8 @@ def run_ablation(
     ablation: AblationArguments, model_args: ModelArguments, data_args: DataArguments, training_args: SlipTrainingArguments
 ) -> dict[str, Any]:
     """Run the requested tables; returns their markdown and raw results and writes `ablation_results.{json,md}`."""
-    if ablation.table not in ("batch_size", "components", "both", "objectives"):
-        raise ValueError(f"table must be 'batch_size', 'components', 'both' or 'objectives', got {ablation.table!r}.")
+    if ablation.table not in ("batch_size", "components", "both", "objectives", "temporal"):
+        raise ValueError(f"table must be 'batch_size', 'components', 'both', 'objectives' or 'temporal', got {ablation.table!r}.")
     out = Path(training_args.output_dir)
     report, raw = [], {}
     if ablation.table in ("batch_size", "both"):
@@ -170,6 +200,17 @@ def run_ablation(
         }
         report.append(f"## Objectives at batch {training_args.per_device_train_batch_size}\n\n" + objectives_table(rows_o))
         raw["objectives"] = rows_o
+    if ablation.table == "temporal":
+        temporal_data = dataclasses.replace(data_args, temporal_cut=data_args.temporal_cut or "0.8")
+        rows_t = {
+            name: [_run(model_args, temporal_data, training_args, out, label, seed, **changes) for seed in ablation.seeds]
+            for name, (label, changes) in TEMPORAL_VARIANTS.items()
+        }
+        report.append(
+            f"## Temporal split at {temporal_data.temporal_cut} (train on the relations before the cut, predict the new ones)"
+            f"\n\n" + temporal_table(rows_t)
+        )
+        raw["temporal"] = rows_t
     markdown = "\n\n".join(report) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation_results.md").write_text(markdown)
@@ -180,9 +221,11 @@ def run_ablation(
 __all__ = [
     "COMPONENT_VARIANTS",
     "OBJECTIVE_SETS",
+    "TEMPORAL_VARIANTS",
     "AblationArguments",
     "batch_size_table",
     "components_table",
     "objectives_table",
     "run_ablation",
+    "temporal_table",
 ]

@@ -79,6 +79,11 @@ def generate_raw(argv: Sequence[str]) -> int:
     parser.add_argument("--shoppers-per-bundle", type=int, default=400, help="shoppers per bundle (default: 400)")
     parser.add_argument("--image-size", type=int, default=64, help="rendered image side (default: 64)")
     parser.add_argument("--compress", action="store_true", help="gzip the JSON-lines files")
+    parser.add_argument(
+        "--num-eras", type=int, default=1,
+        help="eras of the time dimension: complements change and lines launch and retire from one era to the next "
+             "(default: 1, no change over time)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     args = parser.parse_args(argv)
     summary = generate_synthetic_raw(
@@ -89,6 +94,7 @@ def generate_raw(argv: Sequence[str]) -> int:
         shoppers_per_bundle=args.shoppers_per_bundle,
         image_size=args.image_size,
         compress=args.compress,
+        num_eras=args.num_eras,
         seed=args.seed,
     )
     print(summary_table(summary))
@@ -164,12 +170,25 @@ class EvaluateArguments:
     max_text_length: int | None = field(default=None, metadata={"help": "Tokens per text (default: the tokenizer's)."})
     few_shot: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "k of the k-shot probes."})
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    image_pipeline: str = field(
+        default="processor",
+        metadata={"help": "'tensor': decode to uint8 and preprocess batched in torch on the model's device (slip_hf.pixels)."},
+    )
+    temporal_cut: str | None = field(
+        default=None,
+        metadata={"help": "Temporal split (as in training): link prediction scores the relations first seen after the "
+                  "cut (a share of the edges, an ISO date or Unix ms), with the earlier ones as the known graph."},
+    )
+    graph_pool: str = field(
+        default="split", metadata={"help": "Pool of the related-item and link-prediction metrics: 'split' or 'all' items."}
+    )
 
 
 def evaluate(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     import torch
+    from datasets import concatenate_datasets
 
     from .data.hub import load_copurchase_graph
     from .embedding import load_dual_encoder
@@ -186,11 +205,18 @@ def evaluate(argv: Sequence[str]) -> int:
     path = args.model_name_or_path
     model, image_processor, tokenizer = load_dual_encoder(path)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    graph = load_copurchase_graph(args.dataset_name, args.dataset_config)
+    if args.graph_pool not in ("split", "all"):
+        raise ValueError(f"--graph_pool must be 'split' or 'all', got {args.graph_pool!r}.")
+    graph = load_copurchase_graph(args.dataset_name, args.dataset_config, temporal_cut=args.temporal_cut)
     node_graph = graph.node_graph()
-    config = EvaluationConfig(text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot), batch_size=args.batch_size)
+    config = EvaluationConfig(
+        text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot),
+        batch_size=args.batch_size, image_pipeline=args.image_pipeline,
+    )
+    pool = concatenate_datasets(list(graph.nodes.values())) if args.graph_pool == "all" else None
     metrics, embeddings = evaluate_checkpoint(
-        model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"], node_graph
+        model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"], node_graph,
+        graph.future_graph(), pool,
     )
     name = args.name or Path(path).name
     json_path, markdown_path = write_report({name: [metrics]}, args.output_dir, args.split)

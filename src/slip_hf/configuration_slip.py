@@ -47,6 +47,16 @@ class SlipConfig(PreTrainedConfig):
         `True` drops the anchor from the softmax denominator (SupCon style).
     graph_loss_eps (`float`, *optional*, defaults to 1e-8):
         epsilon of Eq. 5's normaliser 1 / (|M+| + eps); a batch without edges gives a loss of exactly 0.
+    positive_recency (`str`, *optional*, defaults to `"none"`):
+        Recency-aware positives of the structural loss (§7.2, temporal graph refinement), from each edge's last
+        co-purchase time: `"none"` (every edge weighs 1, the paper), `"window"` (edges last bought within
+        `positive_recency_days` of the training graph's newest co-purchase weigh 1, older ones 0) or `"decay"`
+        (weight 2^(-age / `positive_recency_days`): a half-life). See `slip_hf.positive_weights`.
+    positive_recency_days (`float`, *optional*, defaults to 365.0):
+        The window length or half-life, in days.
+    positive_count_weighting (`str`, *optional*, defaults to `"none"`):
+        Count-weighted positives: `"none"`, `"log"` (weight x log(1 + count)) or `"linear"` (x count), where
+        count is the number of distinct co-buyers. Weighted positives need `hops=1` (weights live on edges).
     lambda_clip (`float`, *optional*, defaults to 1.0):
         Weight of CLIP's InfoNCE (Eq. 1). Every objective `<name>` of `slip_hf.objectives.OBJECTIVES` has a
         weight `lambda_<name>`; 0 switches it off.
@@ -129,6 +139,9 @@ class SlipConfig(PreTrainedConfig):
     learnable_graph_temperature: bool = True
     graph_loss_exclude_self: bool = False
     graph_loss_eps: float = 1e-8
+    positive_recency: Literal["none", "window", "decay"] = "none"
+    positive_recency_days: float = 365.0
+    positive_count_weighting: Literal["none", "log", "linear"] = "none"
     lambda_clip: float = 1.0
     lambda_graph: float = 0.05
     lambda_aux: float = 0.1
@@ -180,6 +193,14 @@ class SlipConfig(PreTrainedConfig):
             raise ValueError(f"hops must be >= 1, got {self.hops}.")
         if self.hop_mode not in ("within", "exact"):
             raise ValueError(f"hop_mode must be 'within' or 'exact', got {self.hop_mode!r}.")
+        if self.positive_recency not in ("none", "window", "decay"):
+            raise ValueError(f"positive_recency must be 'none', 'window' or 'decay', got {self.positive_recency!r}.")
+        if self.positive_count_weighting not in ("none", "log", "linear"):
+            raise ValueError(f"positive_count_weighting must be 'none', 'log' or 'linear', got {self.positive_count_weighting!r}.")
+        if self.positive_recency_days <= 0:
+            raise ValueError(f"positive_recency_days must be > 0, got {self.positive_recency_days}.")
+        if self.weights_positives and self.hops != 1:
+            raise ValueError(f"weighted positives (positive_recency / positive_count_weighting) need hops=1, got hops={self.hops}.")
         if not 0.0 < self.graph_temperature_init <= 1.0:
             raise ValueError(f"graph_temperature_init must be in (0, 1], got {self.graph_temperature_init}.")
         from .objectives import OBJECTIVES
@@ -195,6 +216,11 @@ class SlipConfig(PreTrainedConfig):
             raise ValueError("the knowledge encoder needs knowledge_num_layers >= 1 and knowledge_max_triples >= 1.")
         if self.structxlip_chunk_tau <= 0:
             raise ValueError(f"structxlip_chunk_tau must be > 0, got {self.structxlip_chunk_tau}.")
+
+    @property
+    def weights_positives(self) -> bool:
+        """Whether the structural loss weighs its positives (recency or count)."""
+        return self.positive_recency != "none" or self.positive_count_weighting != "none"
 
     @property
     def structxlip_removed_kinds(self) -> list[str]:

@@ -54,11 +54,14 @@ class GlobalBatch:
             path local (only the CLIP loss is global).
         gather_with_grad: differentiable all-gather (exact gradients) or not (cheaper, approximate).
         local_loss: each process computes its own anchor rows only (O(n x N) memory).
+        edge_weight (`torch.FloatTensor` of shape `(E,)`, *optional*): the weight of each edge of `edge_index`
+            (weighted positives, `slip_hf.positive_weights`).
     """
 
     edge_index: torch.Tensor | None = None
     gather_with_grad: bool = True
     local_loss: bool = True
+    edge_weight: torch.Tensor | None = None
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -129,15 +132,19 @@ def sum_over_processes(value: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def global_batch_edge_index(graph: NodeGraph, local_node_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def global_batch_edge_index(
+    graph: NodeGraph, local_node_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Gather the node ids of the global batch and return its subgraph's edges in global positions.
 
     Returns:
-        `(edge_index, global_node_ids)`: a `(2, E)` LongTensor on `local_node_ids`' device and the `(N,)` ids.
+        `(edge_index, edge_weight, global_node_ids)`: a `(2, E)` LongTensor and, for a weighted graph, the `(E,)`
+        weights, on `local_node_ids`' device, and the `(N,)` ids.
     """
     global_ids = gather_rows(local_node_ids, with_grad=False)
-    edge_index, _ = graph.batch_edge_index(np.asarray(global_ids.cpu()))
-    return edge_index.to(local_node_ids.device), global_ids
+    edge_index, edge_weight, _ = graph.batch_subgraph(np.asarray(global_ids.cpu()))
+    device = local_node_ids.device
+    return edge_index.to(device), None if edge_weight is None else edge_weight.to(device), global_ids
 
 
 __all__ = ["GlobalBatch", "gather_rows", "global_batch_edge_index", "rank_and_world_size", "sum_over_processes"]

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .pixels import decode_image
+
 
 def _features(output: Any) -> torch.Tensor:
     """`pooler_output` of a transformers 5 feature output, or the tensor older versions returned."""
@@ -44,6 +46,7 @@ def encode_images(
     batch_size: int = 64,
     load_image: Callable[[Any], Image.Image] | None = None,
     desc: str = "image embeddings",
+    pixel_pipeline: Any = None,
 ) -> torch.Tensor:
     """Embed images.
 
@@ -54,6 +57,8 @@ def encode_images(
         batch_size: images per forward pass.
         load_image: maps an element of `images` to a PIL image; default: identity for PIL images,
             `Image.open` otherwise.
+        pixel_pipeline: a [`PixelPipeline`] (the tensor image path): decode to uint8 and preprocess batched on
+            the model's device instead of with `image_processor`.
 
     Returns:
         `torch.FloatTensor` of shape `(N, d)` on the CPU, l2-normalised rows.
@@ -63,7 +68,10 @@ def encode_images(
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False):
         batch = [load(image).convert("RGB") for image in images[start : start + batch_size]]
-        pixel_values = image_processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        if pixel_pipeline is not None:
+            pixel_values = pixel_pipeline([decode_image(image) for image in batch], device=device)
+        else:
+            pixel_values = image_processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
         chunks.append(F.normalize(_features(model.get_image_features(pixel_values=pixel_values)).float(), dim=-1).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, set_seed
 
@@ -21,6 +21,7 @@ from .evaluation.runner import EvaluationConfig, evaluate_checkpoint, write_repo
 from .model_card import build_model_card, push_model_to_hub
 from .modeling_slip import SlipModel
 from .objectives import enabled_objectives, needs_scene_graphs, objective_weights
+from .pixels import PixelPipeline
 from .processing import NodeTransform, RandomResizedCropFlip
 from .trainer import SlipTrainer, SlipTrainingArguments, apply_config_overrides
 
@@ -48,6 +49,15 @@ class ModelArguments:
     use_knowledge_encoder: bool = field(
         default=False, metadata={"help": "Structure-CLIP's Knowledge-Enhanced Encoder over each text's scene-graph triples."}
     )
+    positive_recency: Literal["none", "window", "decay"] = field(
+        default="none",
+        metadata={"help": "Recency-aware positives of the structural loss, from each edge's last co-purchase: 'window' "
+                  "(only edges bought within --positive_recency_days of the newest one) or 'decay' (half-life)."},
+    )
+    positive_recency_days: float = field(default=365.0, metadata={"help": "Window length or half-life, in days."})
+    positive_count_weighting: Literal["none", "log", "linear"] = field(
+        default="none", metadata={"help": "Count-weighted positives: x log(1 + co-buyers) or x co-buyers."}
+    )
 
 
 @dataclass
@@ -66,6 +76,20 @@ class DataArguments:
     few_shot: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "k of the k-shot linear probes."})
     test_split: str = field(default="test", metadata={"help": "Split evaluated at the end ('' to skip)."})
     plots: bool = field(default=True, metadata={"help": "Write the hop-similarity and retrieval-grid plots."})
+    temporal_cut: str | None = field(
+        default=None,
+        metadata={"help": "Temporal split: train on the co-purchases first seen before the cut, evaluate link prediction "
+                  "on the ones after it. A share of the edges (0.8), an ISO date (2022-06-01) or Unix ms."},
+    )
+    image_pipeline: Literal["processor", "tensor"] = field(
+        default="processor",
+        metadata={"help": "'tensor': data workers only decode images to uint8; resizing, augmentation and normalisation "
+                  "run batched in torch on the training device (slip_hf.pixels; for GPUs). 'processor': the image "
+                  "processor in the data workers."},
+    )
+    graph_pool: Literal["split", "all"] = field(
+        default="split", metadata={"help": "Pool of the related-item and link-prediction metrics: the test split or every item."}
+    )
 
 
 def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int, str]) -> SlipModel:
@@ -83,6 +107,9 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
         graph_dropout=model_args.graph_dropout,
         graph_loss_exclude_self=model_args.graph_loss_exclude_self,
         use_knowledge_encoder=model_args.use_knowledge_encoder,
+        positive_recency=model_args.positive_recency,
+        positive_recency_days=float(model_args.positive_recency_days),
+        positive_count_weighting=model_args.positive_count_weighting,
         lambda_graph=0.0 if is_baseline else 0.05,
         lambda_aux=0.1 if use_aux else 0.0,
         **({"num_labels": num_labels, "id2label": id2label} if use_aux else {}),
@@ -100,8 +127,7 @@ def run_experiment(
     """
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
-    graph_data = load_copurchase_graph(data_args.dataset_name, data_args.dataset_config)
-    graph = graph_data.node_graph()
+    graph_data = load_copurchase_graph(data_args.dataset_name, data_args.dataset_config, temporal_cut=data_args.temporal_cut)
     nodes = graph_data.nodes
     label_feature = nodes["train"].features.get(data_args.label_column)
     class_names = list(getattr(label_feature, "names", []) or [])
@@ -110,6 +136,7 @@ def run_experiment(
     image_processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or model_args.model_name_or_path)
     model = _load_model(model_args, len(class_names), dict(enumerate(class_names)))
     apply_config_overrides(model.config, training_args)
+    graph = graph_data.node_graph(model.config)  # with the positive weights the config asks for
     scene_graphs = needs_scene_graphs(model.config)
     if scene_graphs:  # Structure-CLIP: parse every text once (cached by `datasets`)
         from .objectives.structure_clip_inputs import annotate_scene_graphs
@@ -120,12 +147,14 @@ def run_experiment(
             for name, split in nodes.items()
         })
 
+    tensor_path = data_args.image_pipeline == "tensor"
+
     def transform(augment: bool) -> NodeTransform:
         return NodeTransform(
             image_processor, tokenizer, text_column=data_args.text_column, image_column=data_args.image_column,
             max_length=data_args.max_text_length, label_column=data_args.label_column if model.classifier is not None else None,
-            image_augmentation=RandomResizedCropFlip() if augment else None,
-            extra_columns=("negative_caption", "triples") if scene_graphs else (),
+            image_augmentation=RandomResizedCropFlip() if augment and not tensor_path else None,
+            extra_columns=("negative_caption", "triples") if scene_graphs else (), decode_only=tensor_path,
         )
 
     train = nodes["train"].with_transform(transform(data_args.augment))
@@ -133,6 +162,8 @@ def run_experiment(
     trainer = SlipTrainer(
         model=model, args=training_args, graph=graph, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
         image_processor=image_processor,
+        pixel_pipeline=PixelPipeline.from_image_processor(image_processor) if tensor_path else None,
+        augment_images=data_args.augment,
     )
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
@@ -152,10 +183,15 @@ def run_experiment(
         config = EvaluationConfig(
             text_column=data_args.text_column, image_column=data_args.image_column, label_column=data_args.label_column,
             max_text_length=data_args.max_text_length, few_shot=tuple(data_args.few_shot), seed=training_args.seed,
-            batch_size=training_args.per_device_eval_batch_size,
+            batch_size=training_args.per_device_eval_batch_size, image_pipeline=data_args.image_pipeline,
         )
         test = nodes[data_args.test_split]
-        metrics, embeddings = evaluate_checkpoint(trainer.model, image_processor, tokenizer, test, config, nodes["train"], graph)
+        pool = concatenate_datasets(list(graph_data.nodes.values())) if data_args.graph_pool == "all" else None
+        metrics, embeddings = evaluate_checkpoint(
+            trainer.model, image_processor, tokenizer, test, config, nodes["train"], graph, graph_data.future_graph(), pool
+        )
+        if graph_data.cut_time is not None:
+            metrics["graph_protocol"]["temporal_cut_time"] = graph_data.cut_time
         results["test"] = metrics
         json_path, markdown_path = write_report({name: [metrics]}, output_dir, data_args.test_split)
         results["files"].update(results_json=str(json_path), results_markdown=str(markdown_path))
@@ -174,6 +210,9 @@ def run_experiment(
             "graph_learning_rate": training_args.graph_learning_rate, "per_device_train_batch_size": training_args.per_device_train_batch_size,
             "num_train_epochs": training_args.num_train_epochs, "warmup_steps": training_args.warmup_steps,
             "batch_sampler": training_args.batch_sampler, "hops": trainer.model.config.hops, "seed": training_args.seed,
+            **({"temporal_cut": data_args.temporal_cut} if data_args.temporal_cut else {}),
+            **{key: getattr(trainer.model.config, key) for key in ("positive_recency", "positive_count_weighting")
+               if getattr(trainer.model.config, key) != "none"},
             **{f"lambda_{name}": weight for name, weight in objective_weights(trainer.model.config).items() if weight},
         }
         card = build_model_card(

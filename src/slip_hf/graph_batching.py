@@ -26,16 +26,25 @@ class NodeGraph:
     Attributes:
         rowptr (`np.ndarray` of shape `(num_nodes + 1,)`): neighbours of node n are `col[rowptr[n]:rowptr[n+1]]`.
         col (`np.ndarray` of shape `(2 * num_edges,)`): neighbour ids, sorted within each row.
+        weight (`np.ndarray` of shape `(2 * num_edges,)` or `None`): a weight per adjacency entry (the same in
+            both directions), e.g. the structural loss's positive weights (`slip_hf.positive_weights`).
     """
 
-    def __init__(self, rowptr: np.ndarray, col: np.ndarray):
+    def __init__(self, rowptr: np.ndarray, col: np.ndarray, weight: np.ndarray | None = None):
         self.rowptr = np.ascontiguousarray(rowptr, dtype=np.int64)
         self.col = np.ascontiguousarray(col, dtype=np.int64)
+        self.weight = None if weight is None else np.ascontiguousarray(weight, dtype=np.float32)
+        if self.weight is not None and self.weight.shape != self.col.shape:
+            raise ValueError(f"weight has shape {self.weight.shape}, expected {self.col.shape} (one per adjacency entry).")
         self._position = np.full(self.num_nodes, -1, dtype=np.int64)
 
     @classmethod
-    def from_edges(cls, src: Sequence[int] | np.ndarray, dst: Sequence[int] | np.ndarray, num_nodes: int) -> "NodeGraph":
-        """Build the graph from parallel arrays of edge endpoints.
+    def from_edges(
+        cls, src: Sequence[int] | np.ndarray, dst: Sequence[int] | np.ndarray, num_nodes: int,
+        weight: Sequence[float] | np.ndarray | None = None,
+    ) -> "NodeGraph":
+        """Build the graph from parallel arrays of edge endpoints (and optionally a weight per edge; an edge
+        given several times keeps its largest weight).
 
         Raises:
             ValueError: if an endpoint is not a node id in `[0, num_nodes)` (the message counts them and shows
@@ -55,19 +64,27 @@ class NodeGraph:
         keep = src != dst
         rows = np.concatenate([src[keep], dst[keep]])
         cols = np.concatenate([dst[keep], src[keep]])
-        keys = np.unique(rows * num_nodes + cols)
+        keys, first, inverse = np.unique(rows * num_nodes + cols, return_index=True, return_inverse=True)
+        edge_weight = None
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float32).reshape(-1)
+            if weight.shape != src.shape:
+                raise ValueError(f"weight must have one value per edge ({src.size}), got {weight.size}.")
+            edge_weight = np.full(keys.size, -np.inf, dtype=np.float32)
+            np.maximum.at(edge_weight, inverse, np.concatenate([weight[keep], weight[keep]]))
         rows, cols = keys // num_nodes, keys % num_nodes
         rowptr = np.zeros(num_nodes + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=num_nodes), out=rowptr[1:])
-        return cls(rowptr, cols)
+        return cls(rowptr, cols, edge_weight)
 
     @classmethod
     def from_edge_table(
-        cls, edges: Any, num_nodes: int, src_column: str = "src", dst_column: str = "dst"
+        cls, edges: Any, num_nodes: int, src_column: str = "src", dst_column: str = "dst",
+        weight: np.ndarray | None = None,
     ) -> "NodeGraph":
         """Build the graph from an edge table: a `datasets.Dataset`, a pandas DataFrame or a mapping with
-        `src_column` / `dst_column` columns of node ids."""
-        return cls.from_edges(np.asarray(edges[src_column]), np.asarray(edges[dst_column]), num_nodes)
+        `src_column` / `dst_column` columns of node ids (`weight`: optionally one per row)."""
+        return cls.from_edges(np.asarray(edges[src_column]), np.asarray(edges[dst_column]), num_nodes, weight)
 
     @property
     def num_nodes(self) -> int:
@@ -89,11 +106,16 @@ class NodeGraph:
             `(owner, neighbor)`: for every adjacency entry, the position in `nodes` it belongs to and the
             neighbour's node id, both of shape `(sum of degrees,)`.
         """
+        owner, neighbor, _ = self._adjacency_entries(nodes)
+        return owner, neighbor
+
+    def _adjacency_entries(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`neighbors_of` plus each entry's position in `col`."""
         starts, ends = self.rowptr[nodes], self.rowptr[nodes + 1]
         counts = ends - starts
         owner = np.repeat(np.arange(nodes.size), counts)
         offsets = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        return owner, self.col[offsets]
+        return owner, self.col[offsets], offsets
 
     def hop_distances_from(self, sources: Sequence[int] | np.ndarray, max_hops: int, chunk: int = 64) -> np.ndarray:
         """Hop distances from `sources` to every node, up to `max_hops` (breadth-first, via scipy's csgraph).
@@ -125,6 +147,14 @@ class NodeGraph:
             the E_b edges with both ends in the batch, and the number of edges with one end outside the batch
             (dropped).
         """
+        edge_index, _, num_cut = self.batch_subgraph(node_ids)
+        return edge_index, num_cut
+
+    def batch_subgraph(
+        self, node_ids: Sequence[int] | np.ndarray | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """[`batch_edge_index`] plus the weight of each of its edges: `(edge_index, edge_weight, num_cut_edges)`,
+        `edge_weight` a float32 tensor of shape `(2 * E_b,)`, or `None` for a graph without weights."""
         nodes = np.asarray(node_ids, dtype=np.int64).reshape(-1)
         if nodes.size and (nodes.min() < 0 or nodes.max() >= self.num_nodes):
             raise ValueError(f"batch holds node ids outside the graph's 0..{self.num_nodes - 1}.")
@@ -133,13 +163,14 @@ class NodeGraph:
         try:
             if np.count_nonzero(position[nodes] == np.arange(nodes.size)) != nodes.size:
                 raise ValueError("a batch must not hold the same node twice.")
-            owner, neighbor = self.neighbors_of(nodes)
+            owner, neighbor, entries = self._adjacency_entries(nodes)
             local = position[neighbor]
             inside = local >= 0
         finally:
             position[nodes] = -1
         edge_index = torch.from_numpy(np.stack([owner[inside], local[inside]]))
-        return edge_index, int((~inside).sum())
+        edge_weight = None if self.weight is None else torch.from_numpy(self.weight[entries[inside]])
+        return edge_index, edge_weight, int((~inside).sum())
 
 
 class _EpochBatchSampler(Sampler[list[int]]):
@@ -333,13 +364,16 @@ def mean_batch_edge_density(sampler: _EpochBatchSampler, graph: NodeGraph, max_b
 class SlipDataCollator:
     """Stacks processed node rows into a SLIP batch and attaches the batch subgraph.
 
-    Each feature is a mapping with `node_id`, `pixel_values` (`(3, H, W)`), `input_ids` (and optionally
-    `attention_mask`) and optionally `label` / `labels`. Texts of unequal length are padded with `tokenizer`.
+    Each feature is a mapping with `node_id`, `pixel_values` (`(3, H, W)`) or, on the tensor image path, `images`
+    (`(3, H, W)` uint8, `slip_hf.pixels`), `input_ids` (and optionally `attention_mask`) and optionally
+    `label` / `labels`. Texts of unequal length are padded with `tokenizer`. `images` are stacked to
+    `(b, 3, H, W)` when their sizes agree and kept as a list otherwise; preparers that read `pixel_values`
+    are then left to the trainer, which runs them after its pixel pipeline (the batch keeps the rows' `text`).
 
     Returns a dict with `pixel_values` `(b, 3, H, W)`, `input_ids` / `attention_mask` `(b, L)`, `labels` `(b,)`
     when present, `edge_index` `(2, 2 E_b)` in batch positions (both directions; empty without a graph),
-    `node_ids` `(b,)` and
-    `num_cut_edges` (edges to nodes outside the batch, dropped). [`SlipTrainer`] removes the last two before
+    `edge_weight` `(2 E_b,)` when the graph has weights (the structural loss's positive weights), `node_ids`
+    `(b,)` and `num_cut_edges` (edges to nodes outside the batch, dropped). [`SlipTrainer`] removes the last two before
     calling the model. `preparers` (`slip_hf.objectives.batch_preparers`) then add the fields of the enabled
     objectives beyond SLIP's (StructXLIP's edge maps, say), from the batch and the rows' raw `text`.
     """
@@ -352,13 +386,17 @@ class SlipDataCollator:
     def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
             raise ValueError("cannot collate an empty batch.")
-        missing = {"pixel_values", "input_ids", self.node_id_column} - set(features[0])
+        image_key = "images" if "images" in features[0] else "pixel_values"
+        missing = {image_key, "input_ids", self.node_id_column} - set(features[0])
         if missing:
             raise KeyError(f"batch rows lack the column(s) {sorted(missing)}; got {sorted(features[0])}.")
         node_ids = torch.tensor([int(f[self.node_id_column]) for f in features], dtype=torch.long)
-        batch: dict[str, Any] = {
-            "pixel_values": torch.stack([torch.as_tensor(f["pixel_values"], dtype=torch.float32) for f in features])
-        }
+        if image_key == "images":  # the tensor image path: uint8, stacked when the sizes agree
+            images = [torch.as_tensor(f["images"]) for f in features]
+            stack = len({tuple(image.shape) for image in images}) == 1
+            batch: dict[str, Any] = {"images": _stack_images(images) if stack else images}
+        else:
+            batch = {"pixel_values": torch.stack([torch.as_tensor(f["pixel_values"], dtype=torch.float32) for f in features])}
         batch.update(self._collate_text(features))
         label_key = "labels" if "labels" in features[0] else "label" if "label" in features[0] else None
         if label_key is not None:
@@ -366,13 +404,18 @@ class SlipDataCollator:
         if self.graph is None:
             batch["edge_index"], batch["num_cut_edges"] = torch.empty((2, 0), dtype=torch.long), 0
         else:
-            batch["edge_index"], batch["num_cut_edges"] = self.graph.batch_edge_index(node_ids.numpy())
+            batch["edge_index"], edge_weight, batch["num_cut_edges"] = self.graph.batch_subgraph(node_ids.numpy())
+            if edge_weight is not None:
+                batch["edge_weight"] = edge_weight
         batch["node_ids"] = node_ids
         if self.preparers:
             if "text" not in features[0]:
                 raise KeyError("the enabled objectives need each row's raw 'text' (NodeTransform passes it through).")
             for prepare in self.preparers:
-                prepare(batch, list(features))
+                if prepare.needs_pixels and "pixel_values" not in batch:
+                    batch["text"] = [str(f["text"]) for f in features]  # for the trainer, after the pixel pipeline
+                else:
+                    prepare(batch, list(features))
         return batch
 
     def _collate_text(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -386,6 +429,15 @@ class SlipDataCollator:
                 "padding='max_length'."
             )
         return {k: torch.from_numpy(np.stack([np.asarray(t[k], dtype=np.int64) for t in text])) for k in text[0]}
+
+
+def _stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack `(3, H, W)` images into `(b, 3, H, W)`. Decoded images are channels-last views of `(H, W, 3)`
+    arrays; stacking those buffers is one contiguous copy (a channels-last batch, which torch's resize kernels
+    prefer), where a plain `stack` would gather them element by element (~20x slower)."""
+    if all(image.permute(1, 2, 0).is_contiguous() for image in images):
+        return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+    return torch.stack(images)
 
 
 __all__ = [

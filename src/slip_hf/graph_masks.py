@@ -91,6 +91,39 @@ def hop_distances(
     return dist.T.contiguous()
 
 
+def edge_weight_matrix(
+    edge_index: torch.Tensor, edge_weight: torch.Tensor, num_nodes: int, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Dense weights :math:`W_{ij}` of the batch edges, for weighted positives (`slip_hf.positive_weights`).
+
+    The graph is undirected: :math:`W_{ij} = W_{ji}` is the largest weight given to (i, j) in either
+    direction; self loops are ignored and non-edges are 0.
+
+    Args:
+        edge_index (`torch.LongTensor` of shape `(2, E)`): edges between batch positions.
+        edge_weight (`torch.FloatTensor` of shape `(E,)`): one weight (>= 0) per column of `edge_index`.
+        num_nodes (`int`): batch size b.
+        rows (`torch.LongTensor` of shape `(S,)`, *optional*): the rows to return (default: all b).
+
+    Returns:
+        `torch.FloatTensor` of shape `(S, b)`.
+    """
+    validate_edge_index(edge_index, num_nodes)
+    if edge_weight.shape != (edge_index.size(1),):
+        raise ValueError(f"edge_weight has shape {tuple(edge_weight.shape)}, expected ({edge_index.size(1)},): one per edge.")
+    device = edge_index.device
+    src, dst = edge_index.long()
+    keep = src != dst
+    src, dst, weight = src[keep], dst[keep], edge_weight.to(device).float()[keep]
+    if bool((weight < 0).any()):
+        raise ValueError("edge weights must be >= 0.")
+    flat = torch.cat([src * num_nodes + dst, dst * num_nodes + src])
+    matrix = torch.zeros(num_nodes * num_nodes, device=device)
+    matrix = matrix.scatter_reduce(0, flat, torch.cat([weight, weight]), reduce="amax", include_self=True)
+    matrix = matrix.view(num_nodes, num_nodes)
+    return matrix if rows is None else matrix[rows.to(device)]
+
+
 def hop_positive_mask(
     edge_index: torch.Tensor,
     num_nodes: int,
@@ -169,6 +202,7 @@ __all__ = [
     "hop_distances",
     "hop_positive_mask",
     "restrict_edges_to_nodes",
+    "edge_weight_matrix",
     "symmetric_simple_edges",
     "validate_edge_index",
 ]

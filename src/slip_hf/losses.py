@@ -66,8 +66,10 @@ def structural_contrastive_loss(
 
     Args:
         node_embeds (`torch.Tensor` of shape `(n, d)`): l2-normalised node embeddings Z (the anchors).
-        positive_mask (`torch.BoolTensor` of shape `(n, m)`): :math:`M^+`; must be False at each anchor's
-            own column.
+        positive_mask (`torch.BoolTensor` or float `torch.Tensor` of shape `(n, m)`): :math:`M^+`; must be
+            False (0) at each anchor's own column. A float tensor holds weights :math:`w_{ij} \ge 0`: the loss
+            is then the weighted mean :math:`-\sum w_{ij} \log P_{ij} / (\sum w_{ij} + \epsilon)`
+            (`slip_hf.positive_weights`); weights in {0, 1} give Eq. 5.
         logit_scale (`torch.Tensor` or `float`): :math:`1/\tau`, already exponentiated.
         key_embeds (`torch.Tensor` of shape `(m, d)`, *optional*): the embeddings compared against; defaults
             to `node_embeds` (m = n). Distributed training passes the gathered global batch here.
@@ -94,10 +96,10 @@ def structural_contrastive_loss(
         rows = torch.arange(node_embeds.size(0), device=node_embeds.device)
         similarity = similarity.index_put((rows, self_index), torch.tensor(float("-inf"), device=similarity.device))
     log_prob = F.log_softmax(similarity, dim=1)
-    positive_mask = positive_mask.to(device=log_prob.device, dtype=torch.bool)
+    weight = positive_mask.to(device=log_prob.device, dtype=torch.float32)
     # torch.where, not a product: 0 * -inf at the excluded anchor would be NaN.
-    positive_log_prob = torch.where(positive_mask, log_prob, torch.zeros_like(log_prob))
-    total = positive_mask.sum() if num_positives is None else num_positives
+    positive_log_prob = torch.where(weight > 0, weight * log_prob, torch.zeros_like(log_prob))
+    total = weight.sum() if num_positives is None else num_positives
     return -positive_log_prob.sum() / (total + eps)
 
 

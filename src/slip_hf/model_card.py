@@ -10,6 +10,11 @@ from .evaluation.runner import classification_table, graph_metric_sections, retr
 from .hub_upload import upload_folder_to_hub
 
 _RETRIEVAL_METRICS = ("mrr", "mrr_i2t", "mrr_t2i", "recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "mean_rank")
+_GRAPH_EVAL_RESULTS = (
+    # results key, task name, metrics in the model-index (one entry per embedding)
+    ("related_items", "Related-item retrieval", ("mrr", "hits_at_10", "ndcg_at_10")),
+    ("link_prediction", "Link prediction", ("mrr", "hits_at_50")),
+)
 
 
 def build_model_card(
@@ -46,6 +51,16 @@ def build_model_card(
         )
         for metric in _RETRIEVAL_METRICS
     ]
+    for key, task_name, metrics in _GRAPH_EVAL_RESULTS:
+        for kind, values in results.get(key, {}).items():
+            eval_results += [
+                EvalResult(
+                    task_type=key.replace("_", "-"), task_name=task_name, dataset_type=dataset_id,
+                    dataset_name=f"{dataset_id} ({dataset_config})", dataset_config=dataset_config, dataset_split=split,
+                    metric_type=metric, metric_name=f"{metric} ({kind})", metric_value=round(float(values[metric]), 4),
+                )
+                for metric in metrics
+            ]
     data = ModelCardData(
         language=["en"],
         license="apache-2.0",

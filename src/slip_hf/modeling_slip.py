@@ -288,6 +288,25 @@ class SlipModel(SlipPreTrainedModel):
         `CLIPModel.get_image_features`."""
         return self.clip.get_image_features(pixel_values=pixel_values, **kwargs)
 
+    @torch.no_grad()
+    def get_node_features(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Z (Eq. 3-4) for any set of nodes from their CLIP embeddings and the edges between them: the graph path
+        run once over that graph (inference; GAT layers are inductive, so the graph can be a whole split).
+
+        Args:
+            image_embeds, text_embeds (`torch.Tensor` of shape `(n, d)`): CLIP embeddings (normalised here).
+            edge_index (`torch.LongTensor` of shape `(2, E)`): edges between positions `0..n-1`.
+
+        Returns:
+            `torch.Tensor` of shape `(n, d')`, l2-normalised.
+        """
+        if not self.config.use_graph:
+            raise ValueError("this model has no graph path (use_graph=False): it has no node embeddings Z.")
+        device = self.fusion.dense.weight.device
+        image_embeds, text_embeds = l2_normalize(image_embeds.to(device).float()), l2_normalize(text_embeds.to(device).float())
+        edges = self._batch_edges(edge_index, image_embeds.size(0), device)
+        return self._node_embeddings(image_embeds, text_embeds, edges)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -295,6 +314,7 @@ class SlipModel(SlipPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         edge_index: torch.LongTensor | None = None,
+        edge_weight: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
@@ -309,6 +329,9 @@ class SlipModel(SlipPreTrainedModel):
             position_ids (`torch.LongTensor` of shape `(b, seq_len)`, *optional*): text positions.
             edge_index (`torch.LongTensor` of shape `(2, E)`, *optional*): edges of the batch subgraph G_b as
                 batch positions (any direction; duplicates and self loops are ignored). `None` means no edges.
+            edge_weight (`torch.FloatTensor` of shape `(E,)`, *optional*): a weight per column of `edge_index`: the
+                structural loss's positive weights when `config.weights_positives` (recency / count, see
+                `slip_hf.positive_weights`). The GAT layers do not read it.
             labels (`torch.LongTensor` of shape `(b,)`, *optional*): category ids for the aux loss; -100 skips.
             return_loss (`bool`, *optional*): compute the losses.
             interpolate_pos_encoding (`bool`): see `CLIPModel`.
@@ -358,8 +381,9 @@ class SlipModel(SlipPreTrainedModel):
 
         node_embeds = node_embeds_all = edges = None
         graph_is_global = not distributed or global_batch.edge_index is not None
+        graph_input = (global_batch.edge_index, global_batch.edge_weight) if distributed and graph_is_global else (edge_index, edge_weight)
         if self.config.use_graph and graph_is_global:
-            edges = self._batch_edges(global_batch.edge_index if distributed else edge_index, batch_size, device)
+            edges = self._batch_edges(graph_input[0], batch_size, device)
             node_embeds_all = self._node_embeddings(image_all, text_all, edges)
             node_embeds = node_embeds_all[local_rows] if distributed else node_embeds_all
         elif self.config.use_graph:  # several processes, but the graph path stays on this process's subgraph
@@ -384,7 +408,8 @@ class SlipModel(SlipPreTrainedModel):
             logits_per_image=logits_per_image, logits_per_text=logits_per_text, anchors=anchors, share=share, world=world,
             gather=(lambda t: gather_rows(t, gather_with_grad and t.is_floating_point())) if distributed else (lambda t: t),
             sum_over_processes=sum_over_processes, local_rows=local_rows, edges=edges, node_embeds_all=node_embeds_all,
-            graph_is_global=graph_is_global, class_logits=class_logits, labels=labels, inputs=objective_inputs,
+            graph_is_global=graph_is_global, graph_input=graph_input, class_logits=class_logits, labels=labels,
+            inputs=objective_inputs,
         )
         weights = objective_weights(self.config)
         parts: dict[str, torch.Tensor | None] = {}

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .pixels import decode_image
+
 
 class RandomResizedCropFlip:
     """Training augmentation on PIL images: a random crop covering `scale` of the area with an aspect ratio in
@@ -55,6 +57,9 @@ class NodeTransform:
         image_augmentation: optional callable applied to each PIL image before processing (training only).
         extra_columns: further columns passed through unchanged (e.g. the scene-graph annotations that
             Structure-CLIP's objectives read).
+        decode_only: the tensor image path (`slip_hf.pixels`): images are only decoded, to `images` (`(3, H, W)`
+            uint8 tensors), and the trainer's [`PixelPipeline`] resizes, augments and normalises them batched on
+            the training device; `image_processor` and `image_augmentation` are then unused.
     """
 
     def __init__(
@@ -67,7 +72,11 @@ class NodeTransform:
         label_column: str | None = "label",
         image_augmentation: Callable[[Image.Image], Image.Image] | None = None,
         extra_columns: Sequence[str] = (),
+        decode_only: bool = False,
     ):
+        if decode_only and image_augmentation is not None:
+            raise ValueError("decode_only leaves augmentation to the PixelPipeline: pass image_augmentation=None.")
+        self.decode_only = decode_only
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.text_column = text_column
@@ -86,15 +95,25 @@ class NodeTransform:
             raise ValueError(f"node {node_id}: image cannot be decoded ({error}).") from error
         return self.image_augmentation(image) if self.image_augmentation is not None else image
 
+    @staticmethod
+    def _decode(image: Any, node_id: Any) -> Any:
+        try:
+            return decode_image(image)
+        except ValueError as error:
+            raise ValueError(f"node {node_id}: {error}") from None
+
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
         node_ids = batch["node_id"]
         texts = batch[self.text_column]
         for node_id, text in zip(node_ids, texts):
             if text is None or not str(text).strip():
                 raise ValueError(f"node {node_id}: empty {self.text_column!r}.")
-        images = [self._load_image(image, node_id) for image, node_id in zip(batch[self.image_column], node_ids)]
-        out = dict(self.image_processor(images=images, return_tensors="np"))
-        out["pixel_values"] = np.asarray(out["pixel_values"], dtype=np.float32)
+        if self.decode_only:
+            out: dict[str, Any] = {"images": [self._decode(image, node_id) for image, node_id in zip(batch[self.image_column], node_ids)]}
+        else:
+            images = [self._load_image(image, node_id) for image, node_id in zip(batch[self.image_column], node_ids)]
+            out = dict(self.image_processor(images=images, return_tensors="np"))
+            out["pixel_values"] = np.asarray(out["pixel_values"], dtype=np.float32)
         out.update(
             self.tokenizer(
                 list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np"

@@ -1,5 +1,6 @@
 """`SlipTrainer`: `transformers.Trainer` with graph-aware batches, the SLIP objective and its optimizer."""
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from .evaluation.retrieval import retrieval_metrics
 from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
 from .objectives import OBJECTIVES, ObjectiveWeightSchedule, batch_preparers
 from .optimization import slip_parameter_groups
+from .pixels import PixelPipeline
 
 # Training arguments that, when set, override the model config's field of the same name.
 _CONFIG_OVERRIDES = ("hops", "hop_mode", *(f"lambda_{name}" for name in OBJECTIVES))
@@ -157,6 +159,10 @@ class SlipTrainer(Trainer):
         graph: the dataset graph over the `node_id` column of the datasets.
         image_processor: the model's image processor; objectives that render images from the batch
             (StructXLIP's edge maps) need it when the trainer builds the data collator.
+        pixel_pipeline: the tensor image path (`slip_hf.pixels`): batches carry decoded uint8 `images` and the
+            trainer turns them into `pixel_values` on the training device with this pipeline (built with
+            `PixelPipeline.from_image_processor`); with `augment_images`, training batches get per-sample seeded
+            random resized crops and flips (seeded by the run's seed, the epoch and the node id).
         Other arguments: as [`Trainer`].
     """
 
@@ -171,6 +177,8 @@ class SlipTrainer(Trainer):
         processing_class=None,
         callbacks: list | None = None,
         image_processor=None,
+        pixel_pipeline: PixelPipeline | None = None,
+        augment_images: bool = False,
         **kwargs,
     ):
         if args is None:
@@ -180,8 +188,16 @@ class SlipTrainer(Trainer):
         if graph is None and args.batch_sampler == "graph":
             raise ValueError("SlipTrainer with batch_sampler='graph' needs `graph` (a NodeGraph).")
         self.graph = graph
+        self.pixel_pipeline = pixel_pipeline
+        self._train_pixels = dataclasses.replace(pixel_pipeline, augment=augment_images, seed=args.seed) if pixel_pipeline else None
+        self._train_batch_sampler = None
         if model is not None:
             apply_config_overrides(model.config, args)
+            if model.config.weights_positives and graph is not None and graph.weight is None:
+                raise ValueError(
+                    "the model weighs its positives (positive_recency / positive_count_weighting) but the graph has no "
+                    "weights: build it with CopurchaseGraph.node_graph(model.config)."
+                )
         if data_collator is None:
             preparers = batch_preparers(model.config, processing_class, image_processor) if model is not None else []
             data_collator = SlipDataCollator(graph, tokenizer=processing_class, preparers=preparers)
@@ -225,6 +241,8 @@ class SlipTrainer(Trainer):
             num_replicas=num_processes,
             rank=self.accelerator.process_index,
         )
+        if is_training:
+            self._train_batch_sampler = batch_sampler  # its epoch seeds the augmentation of the tensor image path
         loader = DataLoader(
             dataset,
             batch_sampler=batch_sampler,
@@ -257,6 +275,27 @@ class SlipTrainer(Trainer):
     def get_test_dataloader(self, test_dataset) -> DataLoader:
         return self.get_eval_dataloader(test_dataset)
 
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Move the batch to the device; on the tensor image path, make its `pixel_values` there and run the
+        objectives' preparers that read them."""
+        inputs = super()._prepare_inputs(inputs)
+        if "images" not in inputs:
+            return inputs
+        if self.pixel_pipeline is None:
+            raise ValueError("the batch holds uint8 `images` (the tensor image path): give SlipTrainer a pixel_pipeline.")
+        images, texts = inputs.pop("images"), inputs.pop("text", None)
+        training = self.model.training
+        pipeline = self._train_pixels if training else self.pixel_pipeline
+        epoch = self._train_batch_sampler.epoch if training and self._train_batch_sampler is not None else 0
+        keys = inputs["node_ids"].tolist() if pipeline.augment else None
+        inputs["pixel_values"] = pipeline(images, keys=keys, epoch=epoch, device=self.args.device)
+        deferred = [prepare for prepare in getattr(self.data_collator, "preparers", []) if prepare.needs_pixels]
+        if deferred:
+            rows = [{"text": text} for text in texts]
+            for prepare in deferred:
+                prepare(inputs, rows)
+        return inputs
+
     # -- loss -------------------------------------------------------------------------------------------
     def compute_loss(
         self,
@@ -269,10 +308,10 @@ class SlipTrainer(Trainer):
         node_ids = inputs.get("node_ids")
         inputs = {k: v for k, v in inputs.items() if k not in _BATCH_METADATA}
         if self.accelerator.num_processes > 1 and self.args.global_clip_loss:
-            edge_index = None
+            edge_index = edge_weight = None
             if self.args.global_graph_loss and self.graph is not None and self.accelerator.unwrap_model(model).config.use_graph:
-                edge_index, _ = global_batch_edge_index(self.graph, node_ids)
-            inputs["global_batch"] = GlobalBatch(edge_index, self.args.gather_with_grad, self.args.local_loss)
+                edge_index, edge_weight, _ = global_batch_edge_index(self.graph, node_ids)
+            inputs["global_batch"] = GlobalBatch(edge_index, self.args.gather_with_grad, self.args.local_loss, edge_weight)
         outputs = model(**inputs, return_loss=True)
         if model.training:
             self._record_loss_parts(outputs, inputs)

@@ -56,25 +56,38 @@ class RawCategoryFiles:
     meta: Path
 
 
-def _find(directory: Path, stem: str) -> Path:
-    for suffix in (".jsonl", ".jsonl.gz", ".json", ".json.gz"):
-        path = directory / f"{stem}{suffix}"
+_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+
+
+def _find(directories: list[Path], stem: str) -> Path:
+    tried = [directory / f"{stem}{suffix}" for directory in directories for suffix in _SUFFIXES]
+    for path in tried:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"no {stem}.jsonl[.gz] in {directory}")
+    raise FileNotFoundError(f"no {stem}.jsonl[.gz] found; tried: {', '.join(str(path) for path in tried)}")
 
 
 def locate_raw_files(raw_dir: str | os.PathLike, category: str) -> RawCategoryFiles:
-    """Find `<raw_dir>/review_categories/<category>.jsonl[.gz]` and
-    `<raw_dir>/meta_categories/meta_<category>.jsonl[.gz]` (the release's layout; a leading `raw/` folder is
-    also accepted)."""
+    """Find one category's review and metadata files (`.jsonl`, `.jsonl.gz`, `.json` or `.json.gz`) under
+    `raw_dir`, in the release's layout (`review_categories/<category>.*` and `meta_categories/meta_<category>.*`,
+    optionally under a leading `raw/`) or side by side in `raw_dir` itself (as the site's download links give
+    them).
+
+    Raises:
+        FileNotFoundError: `raw_dir` is not a folder, or a file is in none of those places (the message lists
+            every path tried).
+    """
     root = Path(raw_dir)
-    if (root / "raw").is_dir() and not (root / "review_categories").is_dir():
-        root = root / "raw"
+    if not root.is_dir():
+        raise FileNotFoundError(f"--raw-dir {root}: no such folder.")
+
+    def places(subfolder: str) -> list[Path]:
+        return [root / subfolder, root / "raw" / subfolder, root]
+
     return RawCategoryFiles(
         category=category,
-        reviews=_find(root / "review_categories", category),
-        meta=_find(root / "meta_categories", f"meta_{category}"),
+        reviews=_find(places("review_categories"), category),
+        meta=_find(places("meta_categories"), f"meta_{category}"),
     )
 
 

@@ -82,6 +82,11 @@ class BuildConfig:
     label_depth: int = field(default=1, metadata={"help": "Category path level used as the label (0 = department)."})
     min_class_size: int = field(default=20, metadata={"help": "Smaller classes are merged into 'Other'."})
     image_size: int = field(default=256, metadata={"help": "Shorter side of stored images."})
+    center_crop_images: bool = field(
+        default=False,
+        metadata={"help": "Store each image's centred square: with --image_size 224, images are stored at the training "
+                  "resolution, as CLIP's processor would crop them (cheaper decoding, no resizing in training)."},
+    )
     download_workers: int = field(default=16, metadata={"help": "Parallel image downloads."})
     download_timeout: float = field(default=10.0, metadata={"help": "Seconds per connect/read."})
     download_retries: int = field(default=3, metadata={"help": "Retries of transient download failures."})
@@ -336,7 +341,8 @@ def build_dataset(config: BuildConfig) -> BuildResult:
     url_of = dict(zip(items.column("parent_asin").to_pylist(), items.column("image_url").to_pylist()))
     core_asins = [asin_of_item[i] for i in core_nodes]
     downloader = ImageDownloader(
-        config.work_path, image_size=config.image_size, num_workers=config.download_workers,
+        config.work_path, image_size=config.image_size, center_crop=config.center_crop_images,
+        num_workers=config.download_workers,
         timeout=config.download_timeout, retries=config.download_retries,
     )
     results = downloader.download([(asin, url_of[asin]) for asin in core_asins], retry_failed=config.retry_failed_downloads)

@@ -182,6 +182,20 @@ Edges: `src`, `dst` (node ids, `src < dst`, each undirected edge once), `count` 
 `first_time`, `last_time` (Unix milliseconds of the first and last co-purchase; one user's co-purchase
 happens when the second of the two items is bought).
 
+## Time-aware use
+
+The edge times allow a temporal split (§7.2 of the SLIP paper): train on the relations first seen before a
+cut time T and predict the ones that appear after it, with the node split unchanged.
+
+```python
+graph = load_copurchase_graph("{repo}", "{first}", temporal_cut=0.8)   # or "2022-06-01", or Unix ms
+graph.edges, graph.future_edges, graph.cut_time      # before T (the training graph), from T on, T
+```
+
+`python training/run_slip.py ... --temporal_cut 0.8` trains on `graph.edges` and scores link prediction on
+the new relations; `--positive_recency decay|window` and `--positive_count_weighting log|linear` weigh the
+structural loss's positives by the age of an edge's last co-purchase and by its number of co-buyers.
+
 ## License and citation
 
 Derived from Amazon Reviews 2023 (McAuley Lab); its terms of use apply to the texts and images. The

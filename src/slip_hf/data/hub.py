@@ -8,6 +8,7 @@ for GNN work.
 
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -15,24 +16,56 @@ from datasets import Dataset, DatasetDict
 
 from ..graph_batching import NodeGraph
 from ..hub_upload import upload_folder_to_hub
+from ..positive_weights import config_edge_weights
 from .loading import load_config
 from .writing import SPLITS, edges_config_name
 
 
 @dataclass
 class CopurchaseGraph:
-    """Nodes (one `Dataset` per split, node ids global) and the edge table of one config."""
+    """Nodes (one `Dataset` per split, node ids global) and the edge table of one config.
+
+    After a temporal split ([`temporal_split`]) `edges` holds the training graph, the co-purchases first seen
+    before `cut_time`, and `future_edges` the relations that appear from `cut_time` on (the node split is
+    unchanged).
+    """
 
     nodes: DatasetDict
     edges: Dataset
+    future_edges: Dataset | None = None
+    cut_time: int | None = None
 
     @property
     def num_nodes(self) -> int:
         return sum(split.num_rows for split in self.nodes.values())
 
-    def node_graph(self) -> NodeGraph:
-        """The undirected graph over `node_id` (the batch sampler's input)."""
-        return NodeGraph.from_edge_table(self.edges, self.num_nodes)
+    def node_graph(self, config=None) -> NodeGraph:
+        """The undirected graph over `node_id` (the batch sampler's input), with the structural loss's positive
+        weights when `config` (a [`SlipConfig`]) asks for them (`slip_hf.positive_weights`; recency is measured
+        from the newest co-purchase of `edges`, so after a temporal split from before the cut)."""
+        weight = config_edge_weights(config, self.edges) if config is not None else None
+        return NodeGraph.from_edge_table(self.edges, self.num_nodes, weight=weight)
+
+    def future_graph(self) -> NodeGraph | None:
+        """The undirected graph of `future_edges`, or `None` without a temporal split."""
+        return None if self.future_edges is None else NodeGraph.from_edge_table(self.future_edges, self.num_nodes)
+
+    def temporal_split(self, cut: float | int | str) -> "CopurchaseGraph":
+        """Split the edges by `first_time` at a cut time T: `edges` keeps those first co-purchased before T,
+        `future_edges` gets the rest.
+
+        Args:
+            cut: a share in (0, 1) (T is the `first_time` below which that share of the edges lies), an ISO
+                date or date-time (`"2022-06-01"`, UTC), or Unix milliseconds.
+        """
+        if self.future_edges is not None:
+            raise ValueError("the graph is already split by time.")
+        first_time = np.asarray(self.edges["first_time"], dtype=np.int64)
+        cut_time = temporal_cut_time(cut, first_time)
+        before = first_time < cut_time
+        return CopurchaseGraph(
+            self.nodes, self.edges.select(np.flatnonzero(before)), self.edges.select(np.flatnonzero(~before)), cut_time
+        )
 
     def to_pyg(self):
         """A `torch_geometric.data.Data` with `edge_index` (both directions), `edge_weight` (co-buyer count),
@@ -56,9 +89,35 @@ class CopurchaseGraph:
         return Data(edge_index=edge_index, edge_weight=edge_weight, y=y, num_nodes=self.num_nodes, **masks)
 
 
-def load_copurchase_graph(path_or_repo: str | os.PathLike, config_name: str, **load_kwargs) -> CopurchaseGraph:
+def temporal_cut_time(cut: float | int | str, first_time: np.ndarray) -> int:
+    """The cut time T in Unix ms for [`CopurchaseGraph.temporal_split`]'s `cut` (a share in (0, 1), an ISO
+    date, or Unix ms)."""
+    if isinstance(cut, str):
+        try:
+            value = float(cut)
+        except ValueError:
+            try:
+                stamp = datetime.fromisoformat(cut)
+            except ValueError:
+                raise ValueError(f"temporal cut {cut!r} is neither a share in (0, 1), an ISO date, nor Unix ms.") from None
+            stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+            return int(stamp.timestamp() * 1000)
+        return temporal_cut_time(value, first_time)
+    if 0 < cut < 1:
+        if not first_time.size:
+            raise ValueError("a temporal cut given as a share needs edges.")
+        return int(np.sort(first_time)[min(first_time.size - 1, int(round(cut * first_time.size)))])
+    if cut >= 1 and float(cut).is_integer():
+        return int(cut)
+    raise ValueError(f"temporal cut {cut!r} is neither a share in (0, 1), an ISO date, nor Unix ms.")
+
+
+def load_copurchase_graph(
+    path_or_repo: str | os.PathLike, config_name: str, temporal_cut: float | int | str | None = None, **load_kwargs
+) -> CopurchaseGraph:
     """Load one config's nodes and edges from a local dataset folder (exactly the rows of its files now) or a
-    Hub repo id (`datasets.load_dataset`).
+    Hub repo id (`datasets.load_dataset`); with `temporal_cut`, split the edges by time
+    ([`CopurchaseGraph.temporal_split`]).
 
     Raises:
         ValueError: if an edge refers to a node id that the node table does not have.
@@ -73,7 +132,7 @@ def load_copurchase_graph(path_or_repo: str | os.PathLike, config_name: str, **l
         top = max(int(np.max(edges["src"])), int(np.max(edges["dst"])))
         if top >= ids.size:
             raise ValueError(f"{path_or_repo}/{config_name}: an edge refers to node {top}, but there are {ids.size} nodes.")
-    return graph
+    return graph if temporal_cut is None else graph.temporal_split(temporal_cut)
 
 
 def push_dataset_to_hub(
@@ -91,4 +150,4 @@ def push_dataset_to_hub(
     )
 
 
-__all__ = ["CopurchaseGraph", "load_copurchase_graph", "push_dataset_to_hub"]
+__all__ = ["CopurchaseGraph", "load_copurchase_graph", "push_dataset_to_hub", "temporal_cut_time"]

@@ -61,6 +61,7 @@ class DownloadResult:
     elapsed_s: float = 0.0
     image_size: int | None = None
     source: str = ""
+    center_crop: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -99,6 +100,9 @@ class ImageDownloader:
     Args:
         out_dir: images go to `<out_dir>/images/`, the log to `<out_dir>/download_status.jsonl`.
         image_size: the shorter side of stored images (larger images are downscaled, aspect kept).
+        center_crop: also crop stored images to their centred square, so that with `image_size` set to the
+            training resolution (224 for ViT-B/16) an image is stored exactly as the model sees it after
+            `CLIPImageProcessor`'s resize and centre crop: training decodes fewer pixels and resizes nothing.
         num_workers: parallel downloads.
         timeout: seconds for connecting and for each read.
         retries: extra attempts after a transient failure.
@@ -112,6 +116,7 @@ class ImageDownloader:
         self,
         out_dir: str | os.PathLike,
         image_size: int = 256,
+        center_crop: bool = False,
         num_workers: int = 16,
         timeout: float = 10.0,
         retries: int = 3,
@@ -124,6 +129,7 @@ class ImageDownloader:
         self.image_dir = self.out_dir / "images"
         self.log_path = self.out_dir / STATUS_LOG
         self.image_size = image_size
+        self.center_crop = center_crop
         self.num_workers = num_workers
         self.timeout = timeout
         self.retries = retries
@@ -183,7 +189,7 @@ class ImageDownloader:
         if result.status == "ok":
             return (
                 result.path is not None and Path(result.path).exists() and result.image_size == self.image_size
-                and result.source == _local_source(result.url)
+                and result.center_crop == self.center_crop and result.source == _local_source(result.url)
             )
         return result.is_final and not retry_failed
 
@@ -198,7 +204,7 @@ class ImageDownloader:
                 path = self._store(key, data)
                 return DownloadResult(
                     key, url, "ok", 200 if url.startswith("http") else None, attempts, len(data), "", str(path),
-                    time.perf_counter() - start, self.image_size, source,
+                    time.perf_counter() - start, self.image_size, source, self.center_crop,
                 )
             except _Failure as failure:
                 if not failure.retryable or attempts > self.retries:
@@ -268,6 +274,10 @@ class ImageDownloader:
         if shorter > self.image_size:
             scale = self.image_size / shorter
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
+        if self.center_crop:
+            side = min(image.size)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
         path = self.image_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")

@@ -17,6 +17,13 @@ Generative model (after §5 of the SLIP paper)
   similar items. `synthetic_truth.jsonl` records each item's line so the card can measure it.
 * Item popularity inside a line follows a Zipf law, so some pairs are co-bought often and others rarely, and
   the `min_copurchase` threshold and the k-core have something to remove.
+* Time (`num_eras` > 1): the three years of reviews are cut into eras, and the catalogue changes from one era
+  to the next. Complements change: in era e, bundle b holds the type-k line of bundle (b + e k) mod B, so a
+  phone's case line of era 0 is not the one bought with it in era 1. Lines launch and retire: a third of the
+  lines launch after era 0 and a sixth retire before the last era; a shopper buys only lines on sale. A
+  temporal split then asks a model for relations that did not exist before the cut, and positives of old
+  eras teach pairings that no longer hold (what recency-aware positives are for). `num_eras=1` (the
+  default) is the time-free catalogue, draw for draw.
 
 Bad rows, each kind at a known count (see [`SyntheticRawSummary`]): reviews without `user_id`, unverified
 reviews, repeated reviews of one item by one user, one-purchase users, items without a metadata line, blank
@@ -130,6 +137,7 @@ def generate_synthetic_raw(
     noise_purchase_rate: float = 0.05,
     bad_row_rate: float = 0.01,
     compress: bool = False,
+    num_eras: int = 1,
     seed: int = 0,
 ) -> SyntheticRawSummary:
     """Write `review_categories/<category>.jsonl`, `meta_categories/meta_<category>.jsonl`, `images/` and
@@ -146,13 +154,14 @@ def generate_synthetic_raw(
         noise_purchase_rate: chance that a shopper also buys one random item.
         bad_row_rate: share of items (and of reviews) turned into each kind of bad row.
         compress: gzip the two JSON-lines files, as the release does for large categories.
+        num_eras: eras of the time dimension (see the module docstring); 1: no change over time.
         seed: everything is a function of it.
 
     Returns:
         A [`SyntheticRawSummary`].
     """
-    if num_bundles < 1 or items_per_line < 1:
-        raise ValueError("num_bundles and items_per_line must be >= 1.")
+    if num_bundles < 1 or items_per_line < 1 or num_eras < 1:
+        raise ValueError("num_bundles, items_per_line and num_eras must be >= 1.")
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
     for folder in ("review_categories", "meta_categories", "images"):
@@ -178,31 +187,62 @@ def generate_synthetic_raw(
     def pick(line: int) -> int:
         return int(line * items_per_line + rng.choice(items_per_line, p=popularity))
 
+    # Eras: which lines are on sale when, and which lines make up a bundle (see the module docstring).
+    launch, retire = np.zeros(num_lines, dtype=np.int64), np.full(num_lines, num_eras, dtype=np.int64)
+    if num_eras > 1:
+        order = rng.permutation(num_lines)
+        late, early = order[: round(num_lines / 3)], order[round(num_lines / 3) : round(num_lines / 2)]
+        launch[late] = rng.integers(1, num_eras, size=late.size)
+        retire[early] = rng.integers(1, num_eras, size=early.size)
+
+    def on_sale(lines, era: int):
+        return (launch[lines] <= era) & (era < retire[lines])
+
+    def bundle_lines(bundle: int, era: int) -> np.ndarray:
+        """The lines (one per product type) of `bundle` in `era`."""
+        types = np.arange(lines_per_bundle)
+        return ((bundle + era * types) % num_bundles) * lines_per_bundle + types
+
     # Shoppers: one item from each of two or three lines of a bundle; sometimes one from the next bundle, or
     # a random item.
     baskets: list[list[int]] = []
+    basket_eras: list[int] = []
     for bundle in range(num_bundles):
         for _ in range(shoppers_per_bundle):
-            lines = rng.permutation(lines_per_bundle)[: 2 if rng.random() < 0.5 else 3] + bundle * lines_per_bundle
+            era = int(rng.integers(0, num_eras)) if num_eras > 1 else 0
+            lines = bundle_lines(bundle, era)[rng.permutation(lines_per_bundle)[: 2 if rng.random() < 0.5 else 3]]
+            lines = lines[on_sale(lines, era)]
+            if lines.size < 2:
+                continue
+            basket_eras.append(era)
             basket = [pick(line) for line in lines]
             if rng.random() < cross_bundle_rate:
-                basket.append(pick(((bundle + 1) % num_bundles) * lines_per_bundle + int(rng.integers(0, lines_per_bundle))))
+                line = int(bundle_lines((bundle + 1) % num_bundles, era)[int(rng.integers(0, lines_per_bundle))])
+                if on_sale(line, era):
+                    basket.append(pick(line))
             extra = int(rng.integers(0, num_items))
-            if rng.random() < noise_purchase_rate and extra not in basket:
+            if rng.random() < noise_purchase_rate and extra not in basket and on_sale(int(item_line[extra]), era):
                 basket.append(extra)
             baskets.append(basket)
     num_bad = max(1, int(round(bad_row_rate * num_items)))
     # Items beyond the catalogue, each co-bought with one catalogue item by three shoppers (so it gets an edge):
     # the first `num_bad` have no metadata line, the last one a metadata line that is not valid JSON.
     extra_items = list(range(num_items, num_items + num_bad + 1))
+    def item_on_sale_last() -> int:
+        """A random catalogue item on sale in the last era (where the planted rows go)."""
+        while not on_sale(int(item_line[item := int(rng.integers(0, num_items))]), num_eras - 1):
+            pass
+        return item
+
     for extra in extra_items:
-        anchor = int(rng.integers(0, num_items))
+        anchor = item_on_sale_last()
         baskets += [[anchor, extra] for _ in range(3)]
     single_users = max(1, int(round(bad_row_rate * len(baskets))))
-    baskets += [[int(rng.integers(0, num_items))] for _ in range(single_users)]
+    baskets += [[item_on_sale_last()] for _ in range(single_users)]
+    basket_eras += [num_eras - 1] * (len(baskets) - len(basket_eras))  # planted rows: the last era
 
     reviews, repeated, unverified, without_user = _write_reviews(
-        raw_dir, category, baskets, bad_row_rate, compress, rng
+        raw_dir, category, baskets, basket_eras, num_eras, bad_row_rate, compress, rng
     )
 
     # Metadata and images, with the planted bad rows.
@@ -245,7 +285,10 @@ def generate_synthetic_raw(
             "bought_together": None,
         }
         meta_lines.append(json.dumps(meta))
-        truth_lines.append(json.dumps({"parent_asin": _asin(item), "product_line": int(line), "bundle": int(line // lines_per_bundle)}))
+        truth = {"parent_asin": _asin(item), "product_line": int(line), "bundle": int(line // lines_per_bundle)}
+        if num_eras > 1:
+            truth.update(launch_era=int(launch[line]), retire_era=int(retire[line]))
+        truth_lines.append(json.dumps(truth))
     meta_lines.insert(len(meta_lines) // 2, f'{{"parent_asin": "{_asin(extra_items[-1])}", "title": "broken line", ')
     _write_lines(raw_dir / "meta_categories" / f"meta_{category}.jsonl", meta_lines, compress)
     (raw_dir / "synthetic_truth.jsonl").write_text("\n".join(truth_lines) + "\n")
@@ -281,14 +324,16 @@ def _write_lines(path: Path, lines: list[str], compress: bool) -> Path:
 
 
 def _write_reviews(
-    raw_dir: Path, category: str, baskets: list[list[int]], bad_row_rate: float, compress: bool, rng: np.random.Generator
+    raw_dir: Path, category: str, baskets: list[list[int]], basket_eras: list[int], num_eras: int, bad_row_rate: float,
+    compress: bool, rng: np.random.Generator,
 ) -> tuple[int, int, int, int]:
-    """One review per purchase (two for a planted repeat), plus reviews without a user; returns the counts of
-    reviews, repeats, unverified reviews among the rows with a user, and rows without a user."""
+    """One review per purchase (two for a planted repeat), plus reviews without a user; a basket starts at a
+    random time of its era (three years cut into `num_eras`). Returns the counts of reviews, repeats,
+    unverified reviews among the rows with a user, and rows without a user."""
     lines, repeated, unverified, without_user = [], 0, 0, 0
-    start = 1_600_000_000_000
-    for user, basket in enumerate(baskets):
-        when = start + int(rng.integers(0, 3 * 365 * 86_400_000))
+    start, era_length = 1_600_000_000_000, 3 * 365 * 86_400_000 // num_eras
+    for user, (basket, era) in enumerate(zip(baskets, basket_eras)):
+        when = start + era * era_length + int(rng.integers(0, era_length))
         for item in basket:
             when += int(rng.integers(60_000, 30 * 86_400_000))
             verified = bool(rng.random() >= bad_row_rate)

@@ -7,6 +7,7 @@ image embeddings of k training nodes per class, scored on the evaluation nodes, 
 of the k shots.
 """
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -85,7 +86,11 @@ def few_shot_linear_probe(
             if np.unique(train_y[chosen]).size < 2:
                 raise ValueError("a linear probe needs training nodes of at least two classes.")
             probe = LogisticRegression(C=regularization, max_iter=1000)
-            probe.fit(train_x[chosen], train_y[chosen])
+            with warnings.catch_warnings():
+                # k-shot draws have at most k samples per class by design, which scikit-learn flags (with > 20
+                # samples) as "The number of unique classes is greater than 50% ... a regression problem".
+                warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%", category=UserWarning)
+                probe.fit(train_x[chosen], train_y[chosen])
             scores = _scores(probe.predict(eval_x), eval_y, int(max(classes.max(), eval_y.max())) + 1)
             accuracies.append(scores["accuracy"])
             balanced.append(scores["balanced_accuracy"])

@@ -11,6 +11,7 @@ benchmarks (MM-Graph, MAGB).
 4. [`link_metrics`]: the positive's rank among its negatives (ties count against it): MRR and Hits@k.
 """
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,25 +53,43 @@ def hold_out_edges(
 
 def sample_negatives(positives: torch.Tensor, all_src: np.ndarray, all_dst: np.ndarray, num_nodes: int,
                      num_negatives: int = 100, seed: int = 0) -> torch.Tensor:
-    """`(E, num_negatives)` node ids w for each positive (u, v): w != u and (u, w) is no edge of the graph
-    (either direction). Seeded: every model is scored against the same negatives."""
+    """`(E, num_negatives)` distinct node ids w for each positive (u, v): w != u and (u, w) is no edge of the
+    graph (either direction). Seeded: every model is scored against the same negatives.
+
+    Vectorised rejection sampling: each round draws candidates for every row still short of negatives, drops
+    self pairs, edges (one `searchsorted` into the sorted edge keys) and repeats, and keeps the first ones."""
     rng = np.random.default_rng(seed)
-    keys = set((np.minimum(all_src, all_dst) * num_nodes + np.maximum(all_src, all_dst)).tolist())
-    unique = np.fromiter(keys, dtype=np.int64, count=len(keys))
-    degree = np.bincount(np.concatenate([unique // num_nodes, unique % num_nodes]), minlength=num_nodes)
-    fewest = int((num_nodes - 1 - degree[positives[0].numpy()]).min()) if positives.size(1) else num_nodes
+    all_src, all_dst = np.asarray(all_src, dtype=np.int64), np.asarray(all_dst, dtype=np.int64)
+    keys = np.unique(np.minimum(all_src, all_dst) * num_nodes + np.maximum(all_src, all_dst))
+    degree = np.bincount(np.concatenate([keys // num_nodes, keys % num_nodes]), minlength=num_nodes)
+    anchors = positives[0].numpy().astype(np.int64)
+    fewest = int((num_nodes - 1 - degree[anchors]).min()) if anchors.size else num_nodes
     if fewest < num_negatives:
         raise ValueError(f"a node has only {fewest} non-neighbours: cannot draw {num_negatives} negatives per edge.")
-    out = np.empty((positives.size(1), num_negatives), dtype=np.int64)
-    for row, u in enumerate(positives[0].tolist()):
-        chosen: list[int] = []
-        while len(chosen) < num_negatives:
-            for w in rng.integers(0, num_nodes, size=2 * num_negatives).tolist():
-                if w != u and min(u, w) * num_nodes + max(u, w) not in keys and w not in chosen:
-                    chosen.append(w)
-                    if len(chosen) == num_negatives:
-                        break
-        out[row] = chosen
+    out = np.full((anchors.size, num_negatives), -1, dtype=np.int64)
+    filled = np.zeros(anchors.size, dtype=np.int64)
+    rows = np.arange(anchors.size)
+    while rows.size:
+        u = anchors[rows][:, None]
+        candidates = rng.integers(0, num_nodes, size=(rows.size, 2 * num_negatives))
+        valid = candidates != u
+        if keys.size:
+            pair = np.minimum(u, candidates) * num_nodes + np.maximum(u, candidates)
+            valid &= keys[np.minimum(np.searchsorted(keys, pair), keys.size - 1)] != pair
+        # a node drawn twice in a row counts once (its first draw)
+        order = np.argsort(candidates, axis=1, kind="stable")
+        ordered = np.take_along_axis(candidates, order, axis=1)
+        repeat = np.zeros_like(valid)
+        np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
+        valid &= ~repeat
+        for i in np.flatnonzero(filled[rows] > 0):  # rows topped up in a later round: not what they hold
+            valid[i] &= ~np.isin(candidates[i], out[rows[i], : filled[rows[i]]])
+        rank = np.cumsum(valid, axis=1)
+        take = valid & (rank <= (num_negatives - filled[rows])[:, None])
+        row, column = np.nonzero(take)
+        out[rows[row], filled[rows][row] + rank[row, column] - 1] = candidates[row, column]
+        filled[rows] += take.sum(axis=1)
+        rows = rows[filled[rows] < num_negatives]
     return torch.from_numpy(out)
 
 
@@ -86,15 +105,15 @@ def link_metrics(positive_scores: torch.Tensor, negative_scores: torch.Tensor, k
     return metrics
 
 
-def cosine_scores(embeds: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of node pairs (`u`, `v` of any equal shape) under `embeds` `(N, d)`."""
-    embeds = F.normalize(torch.as_tensor(embeds).float(), dim=-1)
-    return (embeds[u] * embeds[v]).sum(-1)
+def cosine_scores(embeds: torch.Tensor, u: torch.Tensor, v: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """Cosine similarity of node pairs under `embeds` `(N, d)`: `u` of shape `(E,)` or `(E, 1)` against `v` of
+    shape `(E,)` or `(E, K)`, in chunks of rows (memory O(chunk x K x d), not O(E x K x d))."""
+    return dot_scores(F.normalize(torch.as_tensor(embeds).float(), dim=-1), u, v, chunk_size)
 
 
 class LinkProbe(nn.Module):
-    """Two GraphSAGE layers over frozen node features and a dot-product decoder (the multimodal graph
-    benchmarks' probe)."""
+    """Two GraphSAGE layers (mean aggregation) over frozen node features and a dot-product decoder (the
+    multimodal graph benchmarks' probe)."""
 
     def __init__(self, in_dim: int, hidden: int = 128):
         super().__init__()
@@ -102,8 +121,10 @@ class LinkProbe(nn.Module):
 
         self.first, self.second = SAGEConv(in_dim, hidden), SAGEConv(hidden, hidden)
 
-    def forward(self, features: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        return self.second(F.relu(self.first(features, edge_index)), edge_index)
+    def forward(self, features: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        """`adjacency`: an `edge_index` `(2, E)` or a sparse `(N, N)` adjacency (one sparse-dense product per
+        layer instead of a scatter over the edges: faster on the CPU)."""
+        return self.second(F.relu(self.first(features, adjacency)), adjacency)
 
 
 def train_link_probe(features: torch.Tensor, train_edges: torch.Tensor, epochs: int = 100, hidden: int = 128,
@@ -111,18 +132,28 @@ def train_link_probe(features: torch.Tensor, train_edges: torch.Tensor, epochs: 
     """Train a [`LinkProbe`] on the training graph (its edges as positives, fresh uniform negatives each epoch,
     binary cross-entropy) and return the node representations it gives, `(N, hidden)`, for scoring by dot
     product. Seeded and deterministic on the CPU."""
-    from torch_geometric.utils import to_undirected
+    from torch_geometric.utils import to_torch_csr_tensor, to_undirected
 
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     features = torch.as_tensor(features).float()
-    edge_index = to_undirected(train_edges, num_nodes=features.size(0))
+    num_nodes = features.size(0)
     probe = LinkProbe(features.size(1), hidden)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    with warnings.catch_warnings():  # torch warns on every CSR tensor ("beta", invariant checks): PyG-internal
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled", category=UserWarning)
+        # a sparse adjacency: SAGEConv aggregates with one sparse-dense product instead of a scatter over edges
+        adjacency = to_torch_csr_tensor(to_undirected(train_edges, num_nodes=num_nodes), size=(num_nodes, num_nodes))
+        return _fit_probe(probe, optimizer, features, adjacency, train_edges, epochs, generator)
+
+
+def _fit_probe(probe, optimizer, features, adjacency, train_edges, epochs, generator) -> torch.Tensor:
+    num_nodes = features.size(0)
     for _ in range(epochs):
         optimizer.zero_grad()
-        nodes = probe(features, edge_index)
-        negatives = torch.randint(0, features.size(0), train_edges.shape, generator=generator)
+        nodes = probe(features, adjacency)
+        negatives = torch.randint(0, num_nodes, train_edges.shape, generator=generator)
         positive = (nodes[train_edges[0]] * nodes[train_edges[1]]).sum(-1)
         negative = (nodes[negatives[0]] * nodes[negatives[1]]).sum(-1)
         loss = F.binary_cross_entropy_with_logits(torch.cat([positive, negative]),
@@ -130,12 +161,20 @@ def train_link_probe(features: torch.Tensor, train_edges: torch.Tensor, epochs: 
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        return probe.eval()(features, edge_index)
+        return probe.eval()(features, adjacency)
 
 
-def dot_scores(nodes: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Dot product of node pairs under the probe's representations."""
-    return (nodes[u] * nodes[v]).sum(-1)
+def dot_scores(nodes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """Dot product of node pairs under `nodes` `(N, d)` (the probe's representations); shapes as in
+    [`cosine_scores`]."""
+    u = u.reshape(-1)
+    pairs = v.dim() == 1
+    v = v.reshape(u.size(0), -1)
+    scores = torch.cat([
+        torch.bmm(nodes[v[start : start + chunk_size]], nodes[u[start : start + chunk_size]].unsqueeze(-1)).squeeze(-1)
+        for start in range(0, u.size(0), chunk_size)
+    ]) if u.numel() else torch.zeros(0, v.size(1))
+    return scores.squeeze(1) if pairs else scores
 
 
 __all__ = [

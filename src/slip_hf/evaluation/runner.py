@@ -19,9 +19,9 @@ from datasets import Dataset
 
 from ..embedding import encode_images, encode_texts
 from ..graph_batching import NodeGraph
+from ..pixels import PixelPipeline
 from .classification import few_shot_linear_probe, zero_shot_classification
-from .link_prediction import cosine_scores, link_metrics, sample_negatives
-from .related_items import related_item_metrics, relevant_candidates
+from .graph_metrics import NodeEncoder, graph_metrics
 from .retrieval import alignment_score, retrieval_metrics
 
 
@@ -51,7 +51,10 @@ class EvaluationConfig:
     few_shot_draws: int = 3
     seed: int = 0
     related_hops: int = 1
+    link_holdout: float = 0.5
     link_negatives: int = 100
+    probe_epochs: int = 100
+    image_pipeline: str = "processor"
 
 
 def embed_split(model, image_processor, tokenizer, dataset: Dataset, config: EvaluationConfig) -> SplitEmbeddings:
@@ -59,9 +62,10 @@ def embed_split(model, image_processor, tokenizer, dataset: Dataset, config: Eva
     images = dataset.select_columns([config.image_column])
     was_training = model.training
     model.eval()
+    pipeline = PixelPipeline.from_image_processor(image_processor) if config.image_pipeline == "tensor" else None
     image = encode_images(
         model, image_processor, range(len(dataset)), config.batch_size,
-        load_image=lambda index: images[int(index)][config.image_column], desc="eval images",
+        load_image=lambda index: images[int(index)][config.image_column], desc="eval images", pixel_pipeline=pipeline,
     )
     text = encode_texts(
         model, tokenizer, list(dataset[config.text_column]), max(config.batch_size, 256),
@@ -80,13 +84,15 @@ def evaluate_embeddings(
     class_names: Sequence[str] | None = None,
     encode_prompts=None,
     graph: NodeGraph | None = None,
+    future_graph: NodeGraph | None = None,
+    encode_nodes: NodeEncoder | None = None,
+    pool: SplitEmbeddings | None = None,
 ) -> dict[str, Any]:
     """All metrics from embeddings: `retrieval`, `alignment`, with labels `zero_shot` (needs `class_names`
-    and `encode_prompts`) and `few_shot` (needs `train`), and with the dataset `graph` `related_items`: the
-    related-item metrics of the image, text and mean (l2-normalised image + text) embeddings, relevant =
-    neighbours within `config.related_hops` hops inside the evaluated split, and `link_prediction`: zero-shot
-    link prediction of the split's own edges (never seen in training: batches hold one split's nodes) against
-    `config.link_negatives` seeded negatives each, by the cosine of each embedding."""
+    and `encode_prompts`) and `few_shot` (needs `train`), and with the dataset `graph` (the known relations;
+    `future_graph`: those after a temporal cut) the graph-aware `related_items`, `link_prediction` and
+    `graph_protocol` of [`graph_metrics`] over `pool` (default: the evaluated split), with Z from
+    `encode_nodes` for a model with a graph path."""
     results: dict[str, Any] = {
         "retrieval": retrieval_metrics(evaluated.image, evaluated.text, chunk_size=config.chunk_size),
         "alignment": alignment_score(evaluated.image, evaluated.text),
@@ -100,38 +106,13 @@ def evaluate_embeddings(
             train.image, train.labels, evaluated.image, evaluated.labels, config.few_shot, config.few_shot_draws, seed=config.seed
         )
     if graph is not None:
-        relevant = relevant_candidates(graph, evaluated.node_ids, config.related_hops)
-        mean = torch.nn.functional.normalize(evaluated.image + evaluated.text, dim=-1)
-        embeddings = (("image", evaluated.image), ("text", evaluated.text), ("mean", mean))
-        results["related_items"] = {
-            kind: related_item_metrics(embeds, relevant, chunk_size=config.chunk_size) for kind, embeds in embeddings
-        }
-        neighbours = relevant if config.related_hops == 1 else relevant_candidates(graph, evaluated.node_ids, 1)
-        links = _split_link_prediction(neighbours, embeddings, config)
-        if links is not None:
-            results["link_prediction"] = links
+        pool = pool or evaluated
+        results.update(graph_metrics(
+            pool.image, pool.text, pool.node_ids, graph, future_graph, hops=config.related_hops,
+            link_holdout=config.link_holdout, link_negatives=config.link_negatives, probe_epochs=config.probe_epochs,
+            chunk_size=config.chunk_size, seed=config.seed, encode_nodes=encode_nodes,
+        ))
     return results
-
-
-def _split_link_prediction(
-    neighbours: Sequence[np.ndarray], embeddings: Sequence[tuple[str, torch.Tensor]], config: EvaluationConfig
-) -> dict[str, dict[str, float]] | None:
-    """Zero-shot link prediction of a split's own edges (`neighbours[i]`: split positions of item i's
-    neighbours) for each `(name, embeddings)`; `None` when the split has no edge or no room for a negative."""
-    owner = np.repeat(np.arange(len(neighbours)), [n.size for n in neighbours])
-    neighbour = np.concatenate(neighbours) if neighbours else np.zeros(0, dtype=np.int64)
-    once = owner < neighbour
-    positives = torch.from_numpy(np.stack([owner[once], neighbour[once]]))
-    # every node must have enough non-neighbours in the split: small splits get fewer negatives
-    count = min(config.link_negatives, len(neighbours) - 1 - max((n.size for n in neighbours), default=0))
-    if not positives.size(1) or count <= 0:
-        return None
-    negatives = sample_negatives(positives, owner[once], neighbour[once], len(neighbours), count, seed=config.seed)
-    u, v = positives
-    return {
-        kind: {**link_metrics(cosine_scores(embeds, u, v), cosine_scores(embeds, u[:, None], negatives)), "num_negatives": count}
-        for kind, embeds in embeddings
-    }
 
 
 def evaluate_checkpoint(
@@ -142,9 +123,12 @@ def evaluate_checkpoint(
     config: EvaluationConfig | None = None,
     train_dataset: Dataset | None = None,
     graph: NodeGraph | None = None,
+    future_graph: NodeGraph | None = None,
+    pool_dataset: Dataset | None = None,
 ) -> tuple[dict[str, Any], SplitEmbeddings]:
-    """Embed `eval_dataset` (and `train_dataset` for the few-shot probes) and compute every metric (with
-    `graph`, the related-item retrieval too).
+    """Embed `eval_dataset` (and `train_dataset` for the few-shot probes) and compute every metric; with
+    `graph` (and `future_graph` after a temporal split) the graph-aware ones too, over `pool_dataset` (e.g.
+    every split) instead of `eval_dataset` when given, and with Z when the model has a graph path.
 
     Returns:
         `(metrics, embeddings of eval_dataset)`.
@@ -152,6 +136,7 @@ def evaluate_checkpoint(
     config = config or EvaluationConfig()
     evaluated = embed_split(model, image_processor, tokenizer, eval_dataset, config)
     train = embed_split(model, image_processor, tokenizer, train_dataset, config) if train_dataset is not None and config.few_shot else None
+    pool = embed_split(model, image_processor, tokenizer, pool_dataset, config) if graph is not None and pool_dataset is not None else None
     class_names = None
     if config.label_column and config.label_column in eval_dataset.features:
         class_names = getattr(eval_dataset.features[config.label_column], "names", None)
@@ -159,7 +144,19 @@ def evaluate_checkpoint(
     def encode_prompts(prompts: list[str]) -> torch.Tensor:
         return encode_texts(model, tokenizer, prompts, 256, config.max_text_length, desc="prompts")
 
-    metrics = evaluate_embeddings(evaluated, config, train, class_names, encode_prompts, graph)
+    def encode_nodes(image: torch.Tensor, text: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        try:
+            return model.get_node_features(image, text, edge_index).float().cpu()
+        finally:
+            model.train(was_training)
+
+    has_graph_path = getattr(getattr(model, "config", None), "use_graph", False)
+    metrics = evaluate_embeddings(
+        evaluated, config, train, class_names, encode_prompts, graph, future_graph,
+        encode_nodes if has_graph_path else None, pool,
+    )
     metrics["num_nodes"] = int(evaluated.node_ids.size)
     return metrics, evaluated
 
@@ -203,12 +200,14 @@ def classification_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str
 
 GRAPH_TABLES = {
     "related_items": (
-        "Related items: each item of the split ranks the others; its co-purchase neighbours are the relevant ones",
+        "Related items: each pool item ranks the others; its graph neighbours are the relevant ones (Z: over the "
+        "pool's known edges, transductive)",
         [("MRR", "mrr"), ("Hits@1", "hits_at_1"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"),
          ("NDCG@10", "ndcg_at_10"), ("Recall@50", "recall_at_50")],
     ),
     "link_prediction": (
-        "Link prediction: the split's edges, which no training batch holds, each against seeded non-edges, by cosine",
+        "Link prediction: held-out edges (random, or the new ones after a temporal cut) against seeded non-edges; "
+        "cosine of each embedding, Z over the observed edges, a GraphSAGE probe on image + text",
         [("MRR", "mrr"), ("Hits@10", "hits_at_10"), ("Hits@50", "hits_at_50"), ("Hits@100", "hits_at_100")],
     ),
 }

@@ -49,6 +49,7 @@ class ForwardState:
         edges (`(2, E)` LongTensor or `None`): symmetric edges of the subgraph the graph path used.
         node_embeds_all (`(N or b, d')` or `None`): Z for the nodes of that subgraph.
         graph_is_global: whether `edges`/`node_embeds_all` cover the global batch.
+        graph_input: `(edge_index, edge_weight)` as given to the graph path (before symmetrising `edges`).
         class_logits (`(b, C)` or `None`), labels (`(b,)` or `None`): the auxiliary head's input and targets.
         inputs: the batch fields the objectives declared (`edge_pixel_values`, ...), as passed to `forward`.
         cache: per-batch results shared by several objectives (e.g. the edge-map embeddings).
@@ -71,6 +72,7 @@ class ForwardState:
     edges: torch.Tensor | None = None
     node_embeds_all: torch.Tensor | None = None
     graph_is_global: bool = True
+    graph_input: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     class_logits: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
@@ -139,6 +141,10 @@ class BatchPreparer(ABC):
     the collated batch (tensors) and the rows it was collated from (with their raw `text` and any annotation
     columns).
     """
+
+    needs_pixels: ClassVar[bool] = False
+    """Whether it reads the batch's `pixel_values`: with the tensor image path (`slip_hf.pixels`) those exist only
+    on the training device, so the trainer calls it there, after the pixel pipeline."""
 
     def __init__(self, config, tokenizer, image_processor):
         self.config, self.tokenizer, self.image_processor = config, tokenizer, image_processor

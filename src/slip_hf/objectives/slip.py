@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..graph_masks import hop_positive_mask
+from ..graph_masks import edge_weight_matrix, hop_positive_mask
 from ..losses import auxiliary_classification_loss, clip_contrastive_loss, structural_contrastive_loss
 from .base import ForwardState, Objective
 
@@ -27,7 +27,9 @@ class ClipObjective(Objective):
 
 class GraphObjective(Objective):
     """Structural contrastive loss of Eq. 5 on Z, positives within `config.hops` hops (Eq. 2); weight
-    `lambda_graph`. Reports `num_positive_pairs` (|M+| of the batch). `None` when the graph path is off."""
+    `lambda_graph`. With `config.weights_positives`, each positive weighs its edge's `edge_weight` (recency /
+    count, `slip_hf.positive_weights`). Reports `num_positive_pairs` (|M+| of the batch, or the sum of the
+    weights). `None` when the graph path is off."""
 
     name = "graph"
     report_when_off = True
@@ -42,7 +44,16 @@ class GraphObjective(Objective):
         config = state.model.config
         anchors = state.anchors if state.graph_is_global else None
         z = state.node_embeds_all
-        mask = hop_positive_mask(state.edges, z.size(0), config.hops, config.hop_mode, rows=anchors)
+        if config.weights_positives:
+            edge_index, edge_weight = state.graph_input
+            if edge_weight is None:
+                raise ValueError(
+                    "config.weights_positives is set but the batch has no edge_weight: build the NodeGraph with "
+                    "slip_hf.positive_weights.config_edge_weights (CopurchaseGraph.node_graph(config) does)."
+                )
+            mask = edge_weight_matrix(edge_index.to(z.device), edge_weight, z.size(0), rows=anchors)
+        else:
+            mask = hop_positive_mask(state.edges, z.size(0), config.hops, config.hop_mode, rows=anchors)
         positives = state.sum_over_processes(mask.sum()) if anchors is not None else mask.sum()
         state.diagnostics["num_positive_pairs"] = positives
         loss = structural_contrastive_loss(

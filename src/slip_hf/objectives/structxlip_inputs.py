@@ -227,6 +227,8 @@ class StructXlipBatchPreparer(BatchPreparer):
             config.structxlip_removed_kinds, config.structxlip_extra_terms or (), min_content_words=config.structxlip_min_content_words
         )
 
+    needs_pixels = True
+
     def __call__(self, batch: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         config = self.config
         texts = [str(row["text"]) for row in rows]

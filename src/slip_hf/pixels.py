@@ -1,0 +1,213 @@
+r"""The tensor image path: CPU workers only decode images to uint8 tensors; resizing, cropping, augmentation
+and normalisation run batched in torch on the training device (the GPU when there is one).
+
+[`decode_image`] is the CPU side: PIL decode, RGB conversion (grayscale, RGBA, palette, CMYK, as
+`CLIPImageProcessor`'s `do_convert_rgb`), a `(3, H, W)` uint8 tensor (a channels-last view of the decoded
+`(H, W, 3)` array, which the data collator stacks with one contiguous copy).
+
+[`PixelPipeline`] is the device side, the same preprocessing as a CLIP image processor (any checkpoint's
+`preprocessor_config.json`):
+
+1. resize so that the shortest edge is `shortest_edge` (the long edge :math:`\lfloor s \cdot L / S \rfloor`,
+   as transformers computes it), bicubic with antialiasing (PIL's filter, as torch implements it);
+2. centre crop to `crop_size` (top :math:`= \lfloor (H - h) / 2 \rfloor`, as transformers does);
+3. :math:`x \cdot` `rescale_factor`, then :math:`(x - \mu) / \sigma`.
+
+Images of equal size are processed as one batch; a batch of mixed sizes is grouped by size. Pixel values
+match the processor's to within rounding: on average under half a 1/255 step, at most a few steps at sharp
+edges (PIL's and torch's fixed-point bicubic kernels round differently).
+
+Augmentation (training): a random resized crop and a horizontal flip, drawn per sample from a generator
+seeded with `(seed, epoch, key)`, where the key is the sample's node id. The same sample in the same epoch
+gets the same crop on any worker, process or machine, so a run resumed from a checkpoint replays exactly
+the batches it would have seen. The crop covers `scale` of the image's area with an aspect ratio in
+`ratio` (log-uniform); its centred square is resized to the crop size (bicubic, antialiased), which is what
+resizing the crop's shortest edge and centre-cropping it would give.
+
+On the CPU the resizes run on uint8 tensors (torch's uint8 kernels are several times faster there and round
+like PIL); elsewhere on float32.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def decode_image(image: Any) -> torch.Tensor:
+    """A PIL image, a path or an encoded file -> `(3, H, W)` uint8 tensor (RGB). Raises `ValueError` for what
+    cannot be decoded."""
+    try:
+        if not isinstance(image, Image.Image):
+            image = Image.open(image)
+        array = np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only buffers
+    except Exception as error:  # PIL raises several types for corrupt files
+        raise ValueError(f"image cannot be decoded ({error}).") from error
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _pair(size: Any) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return size, size
+    return int(size["height"]), int(size["width"])
+
+
+@dataclass
+class PixelPipeline:
+    """Batched CLIP preprocessing (see the module docstring). Build it from an image processor with
+    [`from_image_processor`].
+
+    Attributes:
+        shortest_edge: target of the shortest edge, or `None` with `resize_to` (a fixed `(height, width)`) or no
+            resizing.
+        resize_to: fixed output size of the resize (processors configured with `height`/`width`).
+        crop_size: `(height, width)` of the centre crop, or `None`.
+        rescale_factor, image_mean, image_std: the processor's; `None` mean / std skip the normalisation.
+        augment: draw a random resized crop and flip per sample (training).
+        scale, ratio, flip_probability: the augmentation's ranges.
+        seed: the run's seed (per-sample generators are seeded with `(seed, epoch, key)`).
+    """
+
+    shortest_edge: int | None = 224
+    resize_to: tuple[int, int] | None = None
+    crop_size: tuple[int, int] | None = (224, 224)
+    rescale_factor: float | None = 1 / 255
+    image_mean: tuple[float, ...] | None = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, ...] | None = (0.26862954, 0.26130258, 0.27577711)
+    augment: bool = False
+    scale: tuple[float, float] = (0.7, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_probability: float = 0.5
+    seed: int = 0
+
+    @classmethod
+    def from_image_processor(cls, processor: Any, augment: bool = False, seed: int = 0) -> "PixelPipeline":
+        """The pipeline that reproduces `processor` (a CLIP-style image processor, either backend)."""
+        size = getattr(processor, "size", None) or {}
+        shortest = size.get("shortest_edge") if getattr(processor, "do_resize", True) else None
+        resize_to = None
+        if getattr(processor, "do_resize", True) and shortest is None and size.get("height"):
+            resize_to = _pair(size)
+        crop = _pair(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else None
+        normalize = getattr(processor, "do_normalize", True)
+        return cls(
+            shortest_edge=shortest, resize_to=resize_to, crop_size=crop,
+            rescale_factor=float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else None,
+            image_mean=tuple(processor.image_mean) if normalize else None,
+            image_std=tuple(processor.image_std) if normalize else None,
+            augment=augment, seed=seed,
+        )
+
+    def __call__(
+        self, images: torch.Tensor | Sequence[torch.Tensor], keys: Sequence[int] | torch.Tensor | None = None,
+        epoch: int = 0, device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """`pixel_values` `(b, 3, h, w)` float32 from uint8 images (a `(b, 3, H, W)` tensor or `b` tensors
+        `(3, H_i, W_i)`), on `device` (default: the images'). With `augment`, `keys` (one int per image, e.g. the
+        node ids) and `epoch` seed each image's crop and flip."""
+        images = list(images) if not isinstance(images, torch.Tensor) else list(images.unbind(0))
+        if not images:
+            raise ValueError("no images to process.")
+        if self.augment and (keys is None or len(keys) != len(images)):
+            raise ValueError("augmentation needs one key per image (e.g. the node ids) to seed its crop and flip.")
+        device = torch.device(device) if device is not None else images[0].device
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            if image.dim() != 3 or image.size(0) != 3 or image.dtype != torch.uint8:
+                raise ValueError(f"image {index}: expected a (3, H, W) uint8 tensor, got {tuple(image.shape)} {image.dtype}.")
+            groups[tuple(image.shape[1:])].append(index)
+        keys = [int(k) for k in keys] if keys is not None else None
+        out: list[torch.Tensor | None] = [None] * len(images)
+        for (height, width), indices in groups.items():
+            batch = torch.stack([images[i] for i in indices]).to(device, non_blocking=True)
+            if self.augment:
+                crops = [self._random_crop_flip(image, keys[i], epoch) for image, i in zip(batch, indices)]
+                batch = torch.stack(crops)
+            else:
+                batch = self._resize(batch)
+                if self.crop_size is not None:
+                    batch = _center_crop(batch, *self.crop_size)
+            for position, index in enumerate(indices):
+                out[index] = batch[position]
+        return self._normalize(torch.stack(out))
+
+    def _resize(self, batch: torch.Tensor) -> torch.Tensor:
+        """Resize as the processor does. uint8 in, uint8 out on the CPU (torch's uint8 kernels are ~5x faster
+        there, and round like PIL), float on other devices."""
+        height, width = batch.shape[-2:]
+        if self.shortest_edge is not None:
+            short, long = (width, height) if width <= height else (height, width)
+            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+            size = (new_long, new_short) if width <= height else (new_short, new_long)
+        elif self.resize_to is not None:
+            size = self.resize_to
+        else:
+            return batch
+        if size == (height, width):
+            return batch
+        if batch.device.type != "cpu":
+            batch = batch.float()
+        resized = F.interpolate(batch, size=size, mode="bicubic", antialias=True, align_corners=False)
+        return resized if resized.dtype == torch.uint8 else resized.clamp_(0, 255)  # PIL clips bicubic's overshoot
+
+    def _random_crop_flip(self, image: torch.Tensor, key: int, epoch: int) -> torch.Tensor:
+        """One image's seeded random crop: its centred square, resized to the crop size, maybe flipped."""
+        rng = np.random.default_rng([self.seed, epoch, key])
+        height, width = image.shape[-2:]
+        left, top, side = _random_square(rng, height, width, self.scale, self.ratio)
+        square = image[None, :, top : top + side, left : left + side]
+        target = self.crop_size or (height, width)
+        if square.device.type != "cpu":
+            square = square.float()
+        crop = F.interpolate(square, size=target, mode="bicubic", antialias=True, align_corners=False)[0]
+        crop = crop if crop.dtype == torch.uint8 else crop.clamp_(0, 255)
+        return crop.flip(-1) if rng.random() < self.flip_probability else crop
+
+    def _normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """`x * rescale_factor`, then `(x - mean) / std`, as one multiply-add per channel."""
+        scale = torch.full((3,), self.rescale_factor if self.rescale_factor is not None else 1.0, dtype=torch.float32)
+        shift = torch.zeros(3)
+        if self.image_mean is not None and self.image_std is not None:
+            mean, std = torch.tensor(self.image_mean, dtype=torch.float32), torch.tensor(self.image_std, dtype=torch.float32)
+            scale, shift = scale / std, -mean / std
+        scale, shift = scale.to(batch.device).view(1, -1, 1, 1), shift.to(batch.device).view(1, -1, 1, 1)
+        return torch.addcmul(shift, batch.float(), scale)
+
+
+def _center_crop(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """transformers' centre crop: top-left at floor((H - h) / 2), zero padding where the image is smaller."""
+    orig_h, orig_w = batch.shape[-2:]
+    pad_h, pad_w = max(0, height - orig_h), max(0, width - orig_w)
+    if pad_h or pad_w:
+        top_pad, left_pad = -(-pad_h // 2), -(-pad_w // 2)
+        batch = F.pad(batch, (left_pad, pad_w - left_pad, top_pad, pad_h - top_pad))
+        orig_h, orig_w = batch.shape[-2:]
+    top, left = (orig_h - height) // 2, (orig_w - width) // 2
+    return batch[..., top : top + height, left : left + width]
+
+
+def _random_square(rng: np.random.Generator, height: int, width: int, scale: tuple[float, float],
+                   ratio: tuple[float, float]) -> tuple[int, int, int]:
+    """`(left, top, side)` of the centred square of a random crop (area share in `scale`, aspect in `ratio`,
+    log-uniform; the whole image after 10 misses, as torchvision does)."""
+    crop_w, crop_h, left, top = width, height, 0, 0
+    for _ in range(10):
+        area = height * width * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        w, h = round(np.sqrt(area * aspect)), round(np.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            crop_w, crop_h = w, h
+            left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            break
+    side = min(crop_w, crop_h)
+    return left + (crop_w - side) // 2, top + (crop_h - side) // 2, side
+
+
+__all__ = ["PixelPipeline", "decode_image"]
