@@ -10,6 +10,8 @@
     slip-hf build-dataset --raw-dir raw/ --out data/    # raw files -> amazon-copurchase-mm dataset
     slip-hf push-dataset --dataset-dir data/ --repo-id you/amazon-copurchase-mm
     slip-hf toy-train                                   # a minute of SLIP training on a toy graph
+    slip-hf serve --model runs/slip runs/clip --dataset data/   # the Space's page, locally
+    slip-hf publish --model_dir runs/slip --dataset_dir data/ --model_repo ... --dataset_repo ... --space_repo ...
     slip-hf <command> --help
 """
 
@@ -43,6 +45,9 @@ Commands:
                   labels, splits, parquet files and the dataset card. Re-running resumes.
   push-dataset    Upload a built dataset folder to the Hugging Face Hub.
   toy-train       Train a tiny CLIP + SLIP head on a toy graph on the CPU and print the loss parts.
+  serve           The Space's page on a trained model: search by text or image, co-purchase neighbours,
+                  two models side by side (Gradio, on 127.0.0.1).
+  publish         Upload the model, its dataset and the Space (hub/space) to the Hub; --dry_run lists the files.
 
 Run `slip-hf <command> --help` for a command's options.
 """
@@ -393,6 +398,73 @@ def toy_train(argv: Sequence[str]) -> int:
     return 0
 
 
+@dataclass
+class ServeArguments:
+    """`slip-hf serve`: the Space's page, locally."""
+
+    model: list[str] = field(metadata={"help": "One SLIP or CLIP checkpoint (folder or Hub id), or two to compare side by side."})
+    dataset: str = field(metadata={"help": "The co-purchase graph dataset (folder or Hub id) to search."})
+    config: str = field(default="electronics", metadata={"help": "Dataset config."})
+    split: str = field(default="test", metadata={"help": "Split to search, or 'all'."})
+    cache_dir: str = field(default=".slip_space_cache", metadata={"help": "Where the embeddings are cached (safetensors)."})
+    max_text_length: int | None = field(default=None, metadata={"help": "Tokens per title (default: the tokenizer's)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0 to share on the network)."})
+    port: int = field(default=7860, metadata={"help": "Port."})
+
+
+def serve(argv: Sequence[str]) -> int:
+    from .space import build_space, load_space
+
+    args = _parse_config(
+        ServeArguments, "slip-hf serve",
+        "Start the Space's page on a trained model: text -> image and image -> text search over a dataset split, "
+        "each item's co-purchase neighbours (click to move through the graph), and with two models both result "
+        "lists side by side. Embeddings are computed once and cached.", argv,
+    )
+    if not 1 <= len(args.model) <= 2:
+        raise SystemExit("slip-hf serve: error: --model takes one or two checkpoints.")
+    page = load_space(args.model, args.dataset, args.config, args.split, args.cache_dir, args.max_text_length)
+    build_space(page).queue().launch(server_name=args.host, server_port=args.port)
+    return 0
+
+
+@dataclass
+class PublishArguments:
+    """`slip-hf publish`: model, dataset and Space to the Hub in one go."""
+
+    model_dir: str = field(metadata={"help": "The trained model's folder (with its generated card)."})
+    dataset_dir: str = field(metadata={"help": "The built dataset's folder."})
+    model_repo: str = field(metadata={"help": "Model repo id, e.g. you/slip-electronics."})
+    dataset_repo: str = field(metadata={"help": "Dataset repo id, e.g. you/amazon-copurchase-mm."})
+    space_repo: str = field(metadata={"help": "Space repo id, e.g. you/slip-search."})
+    space_dir: str = field(default="hub/space", metadata={"help": "The Space's folder (app.py, requirements.txt, README.md)."})
+    dry_run: bool = field(default=False, metadata={"help": "List every file and its target repo; upload nothing."})
+    private: bool = field(default=False, metadata={"help": "Create private repos."})
+
+
+def publish(argv: Sequence[str]) -> int:
+    from .space.publish import plan_publish
+    from .space.publish import publish as upload
+
+    args = _parse_config(
+        PublishArguments, "slip-hf publish",
+        "Upload a trained model (with its card), its dataset and the Space to the Hugging Face Hub; the Space's "
+        "card is pointed at the two. --dry_run lists what would go where.", argv,
+    )
+    uploads = plan_publish(args.model_dir, args.dataset_dir, args.space_dir, args.model_repo, args.dataset_repo, args.space_repo)
+    for item in uploads:
+        files = item.files()
+        print(f"{item.repo_type} {item.repo_id} <- {item.folder} ({len(files)} files)")
+        for name in files:
+            print(f"  {name}")
+    if args.dry_run:
+        print("dry run: nothing uploaded.")
+        return 0
+    for url in upload(uploads, private=args.private):
+        print(url)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo,
     "train": train,
@@ -404,6 +476,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "build-dataset": build_dataset,
     "push-dataset": push_dataset,
     "toy-train": toy_train,
+    "serve": serve,
+    "publish": publish,
 }
 
 

@@ -66,7 +66,7 @@ def encode_images(
     load = load_image or (lambda image: image if isinstance(image, Image.Image) else Image.open(image))
     device = model_device(model)
     chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False):
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
         batch = [load(image).convert("RGB") for image in images[start : start + batch_size]]
         if pixel_pipeline is not None:
             pixel_values = pixel_pipeline([decode_image(image) for image in batch], device=device)
@@ -93,7 +93,7 @@ def encode_texts(
     device = model_device(model)
     max_length = max_length or tokenizer.model_max_length
     chunks = []
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False):
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, disable=len(texts) <= batch_size):
         tokens = tokenizer(
             list(texts[start : start + batch_size]),
             padding=True,

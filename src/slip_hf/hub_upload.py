@@ -1,4 +1,4 @@
-"""Uploading a folder (a built dataset, a trained model) to the Hugging Face Hub."""
+"""Uploading a folder (a built dataset, a trained model, a Space) to the Hugging Face Hub."""
 
 import os
 from collections.abc import Sequence
@@ -17,9 +17,11 @@ def upload_folder_to_hub(
     ignore_patterns: Sequence[str] = (),
     commit_message: str = "Upload with slip_hf",
 ) -> str:
-    """Create the repo if needed (`exist_ok`) and upload `folder` in one commit; returns the commit URL."""
+    """Create the repo if needed (`exist_ok`; a Space with the Gradio SDK) and upload `folder` in one commit;
+    returns the commit URL."""
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **extra)
     info = api.upload_folder(
         repo_id=repo_id,
         folder_path=str(Path(folder)),

@@ -1,0 +1,35 @@
+"""The slip_hf Space: search products by text or image with a trained SLIP model, see what is bought with
+each hit, and compare with a second model.
+
+Which model(s) and dataset: the `models:` and `datasets:` of this folder's README.md front matter (`slip-hf
+publish` writes them), or the environment variables SLIP_MODELS (one or two, space-separated) and
+SLIP_DATASET; SLIP_CONFIG and SLIP_SPLIT pick the dataset config and split ("all" for every split), and
+SLIP_CACHE_DIR where the embeddings are cached (default: .slip_space_cache next to this file).
+Locally: `python app.py`, or `slip-hf serve --model ... --dataset ...`.
+"""
+
+import os
+from pathlib import Path
+
+from huggingface_hub import metadata_load
+
+from slip_hf.space import build_space, load_space
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    card = metadata_load(HERE / "README.md") or {}
+    models = os.environ.get("SLIP_MODELS", " ".join(card.get("models", []))).split()
+    dataset = os.environ.get("SLIP_DATASET") or next(iter(card.get("datasets", [])), None)
+    if not models or not dataset:
+        raise SystemExit("app.py: set the Space's models and dataset (README.md front matter, or SLIP_MODELS and SLIP_DATASET).")
+    page = load_space(
+        models[:2], dataset, config=os.environ.get("SLIP_CONFIG", "electronics"), split=os.environ.get("SLIP_SPLIT", "test"),
+        cache_dir=os.environ.get("SLIP_CACHE_DIR", HERE / ".slip_space_cache"),
+    )
+    build_space(page).queue().launch()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The Gradio page of a trained SLIP model: text -> image and image -> text search over a catalogue, each hit's
+co-purchase neighbours (click one to move through the graph), and a second model side by side with the rank
+each gives to the true item. `slip-hf serve` starts it; `hub/space/app.py` is the same page as a Space."""
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from .catalog import Catalog
+from .index import ModelIndex, load_index
+
+RESULTS = 12
+
+
+def _warning(message: str) -> str:
+    return f"**⚠ {message}**"
+
+
+class SpacePage:
+    """The page's state and handlers: a catalogue and one or two model indexes."""
+
+    def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex]):
+        if not indexes:
+            raise ValueError("a Space needs at least one model.")
+        self.catalog, self.indexes = catalog, list(indexes)
+
+    # -- rendering ------------------------------------------------------------------------------------------
+    def _gallery(self, rows: Sequence[int]) -> list[tuple[Image.Image, str]]:
+        return [(self.catalog.image(row), self.catalog.titles[row]) for row in rows]
+
+    def item_panel(self, row: int) -> tuple:
+        """`(image, markdown, neighbour gallery, neighbour rows)` of one item."""
+        neighbours = self.catalog.neighbours(row)
+        info = f"### {self.catalog.titles[row]}\n\n{self.catalog.category(row)}\n\n"
+        if neighbours:
+            info += "**Bought together** (click one to go there):\n\n" + "\n".join(
+                f"* {self.catalog.titles[n.row]}: {n.describe()}" for n in neighbours
+            )
+        else:
+            info += "No co-purchase neighbour in this catalogue."
+        gallery = [(self.catalog.image(n.row), f"{self.catalog.titles[n.row]} ({n.describe()})") for n in neighbours]
+        return self.catalog.image(row), info, gallery, [n.row for n in neighbours]
+
+    # -- handlers (each returns: status, then its outputs) -------------------------------------------------
+    def search_text(self, query: str) -> tuple:
+        query = (query or "").strip()
+        if not query:
+            return (_warning("Type a query first, e.g. “usb-c charger”."), *[[] for _ in self.indexes], *[[] for _ in self.indexes])
+        galleries, rows = [], []
+        for index in self.indexes:
+            found, _ = index.search(index.encode_text(query), "image", RESULTS)
+            galleries.append(self._gallery(found))
+            rows.append(found)
+        return (f"Images for “{query}”. Click one to see what is bought with it.", *galleries, *rows)
+
+    def search_image(self, path: str | None) -> tuple:
+        empty = (*[[] for _ in self.indexes], *[[] for _ in self.indexes])
+        if not path:
+            return (_warning("Upload an image first."), *empty)
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except Exception as error:  # PIL raises several types for corrupt files
+            return (_warning(f"This file is not an image that can be read ({type(error).__name__})."), *empty)
+        galleries, rows = [], []
+        for index in self.indexes:
+            found, _ = index.search(index.encode_image(image), "text", RESULTS)
+            galleries.append(self._gallery(found))
+            rows.append(found)
+        return ("Items whose titles match the uploaded image.", *galleries, *rows)
+
+    def search_from_item(self, row: int | None, by: str) -> tuple:
+        """Query with the current item's title (against images) or image (against titles); each model's rank
+        of the item itself is the score of that query."""
+        if row is None:
+            empty = [[] for _ in range(2 * len(self.indexes))]
+            return (_warning("Pick an item first (click a search result)."), *empty, *["" for _ in self.indexes])
+        galleries, rows, ranks = [], [], []
+        for index in self.indexes:
+            query = index.encode_text(self.catalog.titles[row]) if by == "title" else index.image[row]
+            against = "image" if by == "title" else "text"
+            found, _ = index.search(query, against, RESULTS)
+            galleries.append(self._gallery(found))
+            rows.append(found)
+            ranks.append(f"{index.name}: the item itself is ranked **{index.rank_of(query, against, row)}** of {len(self.catalog):,}")
+        what = "title" if by == "title" else "image"
+        return (f"Searched with the {what} of “{self.catalog.titles[row]}”.", *galleries, *rows, *ranks)
+
+
+def _guarded(handler: Callable, outputs: int) -> Callable:
+    """Run a handler; an unexpected error becomes a message in the page (never a stack trace)."""
+
+    @functools.wraps(handler)
+    def run(*args):
+        try:
+            return handler(*args)
+        except Exception as error:  # noqa: BLE001 - the page must stay usable whatever happens
+            import gradio as gr
+
+            return (_warning(f"Something went wrong: {error}"), *[gr.update() for _ in range(outputs - 1)])
+
+    return run
+
+
+def build_space(page: SpacePage, title: str = "SLIP: products that know what goes with them"):
+    """The Gradio Blocks of a [`SpacePage`]."""
+    import gradio as gr
+
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {title}\n\nSearch {len(page.catalog):,} products by text or by image with "
+                    + " and ".join(f"**{index.name}**" for index in page.indexes) + ".")
+        status = gr.Markdown(elem_id="status")
+        with gr.Row():
+            query = gr.Textbox(label="Search by text", placeholder="usb-c charger", elem_id="query", scale=4)
+            search = gr.Button("Search", variant="primary", elem_id="search", scale=1)
+        with gr.Row():
+            upload = gr.Image(type="filepath", label="…or by image", elem_id="upload", height=160)
+            search_by_image = gr.Button("Search with this image", elem_id="search-image")
+        result_rows = [gr.State([]) for _ in page.indexes]
+        with gr.Row():
+            galleries, ranks = [], []
+            for number, index in enumerate(page.indexes):
+                with gr.Column():
+                    galleries.append(gr.Gallery(label=index.name, columns=4, height=360, allow_preview=False, elem_id=f"results-{number}"))
+                    ranks.append(gr.Markdown(elem_id=f"rank-{number}"))
+        current = gr.State(None)
+        neighbour_rows = gr.State([])
+        with gr.Row():
+            item_image = gr.Image(label="Item", interactive=False, height=220, elem_id="item-image")
+            with gr.Column(scale=2):
+                item_info = gr.Markdown("Click a result to see its co-purchase neighbours.", elem_id="item-info")
+                with gr.Row():
+                    by_title = gr.Button("Find it by its title", elem_id="by-title")
+                    by_image = gr.Button("Find it by its image", elem_id="by-image")
+        neighbours = gr.Gallery(label="Bought together (click to move through the graph)", columns=6, height=240,
+                                allow_preview=False, elem_id="neighbours")
+
+        item_outputs = [current, item_image, item_info, neighbours, neighbour_rows]
+
+        def show(row):
+            return (row, *page.item_panel(row))
+
+        def pick(rows, event: gr.SelectData):
+            return show(rows[event.index])
+
+        search_outputs = [status, *galleries, *result_rows]
+        search.click(_guarded(page.search_text, len(search_outputs)), query, search_outputs)
+        query.submit(_guarded(page.search_text, len(search_outputs)), query, search_outputs)
+        search_by_image.click(_guarded(page.search_image, len(search_outputs)), upload, search_outputs)
+        for gallery, rows in zip(galleries, result_rows):
+            gallery.select(pick, rows, item_outputs)
+        neighbours.select(pick, neighbour_rows, item_outputs)
+        item_search_outputs = [*search_outputs, *ranks]
+        by_title.click(_guarded(lambda row: page.search_from_item(row, "title"), len(item_search_outputs)), current, item_search_outputs)
+        by_image.click(_guarded(lambda row: page.search_from_item(row, "image"), len(item_search_outputs)), current, item_search_outputs)
+    return demo
+
+
+def load_space(
+    models: Sequence[str], dataset: str, config: str = "electronics", split: str = "test",
+    cache_dir: str | os.PathLike = ".slip_space_cache", max_text_length: int | None = None,
+) -> SpacePage:
+    """Check the inputs, load the catalogue and every model's index (embedding it once, then from the cache)."""
+    for model in models:
+        if _looks_local(model) and not Path(model).is_dir():
+            raise FileNotFoundError(f"model {model}: no such folder.")
+    if _looks_local(dataset) and not Path(dataset).is_dir():
+        raise FileNotFoundError(f"dataset {dataset}: no such folder.")
+    catalog = Catalog.from_dataset(dataset, config, split)
+    names = [Path(model).name for model in models]
+    if len(set(names)) < len(names):
+        names = [f"{name} ({number + 1})" for number, name in enumerate(names)]
+    indexes = [load_index(model, catalog, cache_dir, name, max_text_length=max_text_length) for model, name in zip(models, names)]
+    return SpacePage(catalog, indexes)
+
+
+def _looks_local(path: str) -> bool:
+    """A path (absolute, relative with a separator, or existing) rather than a Hub id `owner/name`."""
+    return os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
+
+
+__all__ = ["SpacePage", "build_space", "load_space"]

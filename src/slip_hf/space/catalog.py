@@ -1,0 +1,87 @@
+"""The items a Space shows: one split (or all) of a co-purchase graph dataset, with each item's image, title,
+category and co-purchase neighbours (edge counts and times)."""
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from datasets import Dataset, concatenate_datasets
+
+from ..data.hub import load_copurchase_graph
+
+
+@dataclass
+class Neighbour:
+    """One co-purchase edge seen from an item: the other item's row in the catalogue, its buyers and times."""
+
+    row: int
+    count: int
+    first_time: int
+    last_time: int
+
+    def describe(self) -> str:
+        first, last = (datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%Y-%m") for t in (self.first_time, self.last_time))
+        return f"bought together by {self.count} · {first} – {last}"
+
+
+class Catalog:
+    """Items of a dataset split (`"all"`: every split) in row order, and the co-purchase edges between them.
+
+    Args:
+        items: the node rows (`node_id`, `title`, `image`, optionally `category_path` / `label`).
+        edges: the edge table (`src`, `dst`, `count`, `first_time`, `last_time`, node ids).
+    """
+
+    def __init__(self, items: Dataset, edges: Dataset, text_column: str = "title", image_column: str = "image"):
+        for column in ("node_id", text_column, image_column):
+            if column not in items.column_names:
+                raise ValueError(f"the dataset has no {column!r} column (it has {items.column_names}); a Space needs images and texts.")
+        self.items, self.text_column, self.image_column = items, text_column, image_column
+        self.titles = [str(title) for title in items[text_column]]
+        node_ids = np.asarray(items["node_id"], dtype=np.int64)
+        row_of = np.full(int(node_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
+        row_of[node_ids] = np.arange(node_ids.size)
+        src, dst = (np.asarray(edges[c], dtype=np.int64) for c in ("src", "dst"))
+        inside = (src < row_of.size) & (dst < row_of.size)
+        src, dst = src[inside], dst[inside]
+        keep = (row_of[src] >= 0) & (row_of[dst] >= 0)
+        attributes = [np.asarray(edges[c], dtype=np.int64)[inside][keep] for c in ("count", "first_time", "last_time")]
+        a, b = row_of[src[keep]], row_of[dst[keep]]
+        owner, other = np.concatenate([a, b]), np.concatenate([b, a])
+        order = np.lexsort((-np.concatenate([attributes[0]] * 2), owner))  # by item, most co-bought first
+        self._other = other[order]
+        self._attributes = [np.concatenate([x, x])[order] for x in attributes]
+        self._indptr = np.searchsorted(owner[order], np.arange(len(items) + 1))
+
+    @classmethod
+    def from_dataset(cls, path_or_repo: str | os.PathLike, config: str = "electronics", split: str = "test", **kwargs) -> "Catalog":
+        """Load a dataset folder or Hub repo (`slip_hf.data.load_copurchase_graph`) and keep `split` (or "all")."""
+        graph = load_copurchase_graph(path_or_repo, config)
+        if split == "all":
+            items = concatenate_datasets(list(graph.nodes.values()))
+        elif split in graph.nodes:
+            items = graph.nodes[split]
+        else:
+            raise ValueError(f"{path_or_repo}: no split {split!r}; it has {list(graph.nodes)} (or use 'all').")
+        return cls(items, graph.edges, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def image(self, row: int):
+        return self.items[int(row)][self.image_column]
+
+    def category(self, row: int) -> str:
+        item = self.items[int(row)]
+        path = item.get("category_path")
+        return " › ".join(path) if path else str(item.get("label", ""))
+
+    def neighbours(self, row: int, limit: int = 12) -> list[Neighbour]:
+        """Co-purchase neighbours of an item inside the catalogue, most co-bought first."""
+        start, stop = self._indptr[row], min(self._indptr[row + 1], self._indptr[row] + limit)
+        count, first, last = (x[start:stop] for x in self._attributes)
+        return [Neighbour(int(o), int(c), int(f), int(t)) for o, c, f, t in zip(self._other[start:stop], count, first, last)]
+
+
+__all__ = ["Catalog", "Neighbour"]
