@@ -30,7 +30,7 @@ def raw(tmp_path_factory):
 
 def _config(raw_dir, out_dir, **overrides):
     return BuildConfig(**{"raw_dir": str(raw_dir), "out_dir": str(out_dir), "min_class_size": 5, "image_size": 24,
-                          "download_workers": 4, **overrides})
+                          "download_workers": 4, "allow_local_files": True, **overrides})
 
 
 @pytest.fixture(scope="module")

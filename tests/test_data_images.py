@@ -64,6 +64,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, GOOD[: len(GOOD) // 2])
         elif path == "/page.html":
             self._send(200, b"<html>not an image</html>", "text/html")
+        elif path == "/trickle.jpg":  # one byte every 0.3 s: every read is within the timeout, the whole is not
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            try:
+                for byte in GOOD[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up: as it should
+                pass
         else:
             self._send(404)
 
@@ -93,7 +105,8 @@ EXPECTED = {
 
 
 def _downloader(tmp_path, **kwargs):
-    return ImageDownloader(tmp_path, image_size=64, num_workers=4, timeout=0.5, retries=1, backoff=0.01, **kwargs)
+    settings = {"image_size": 64, "num_workers": 4, "timeout": 0.5, "retries": 1, "backoff": 0.01, "local_roots": [tmp_path]}
+    return ImageDownloader(tmp_path, **{**settings, **kwargs})
 
 
 def test_every_url_ends_with_its_status(tmp_path, server):
@@ -148,7 +161,7 @@ def test_local_files_go_through_the_same_checks(tmp_path):
     good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
     good.write_bytes(GOOD)
     bad.write_bytes(b"GIF89a but broken")
-    results = _downloader(tmp_path / "out").download(
+    results = _downloader(tmp_path / "out", local_roots=[tmp_path]).download(
         [("good", good.as_uri()), ("bad", bad.as_uri()), ("gone", (tmp_path / "gone.jpg").as_uri())]
     )
     assert results["good"].status == "ok"
@@ -159,3 +172,40 @@ def test_local_files_go_through_the_same_checks(tmp_path):
 def test_duplicate_keys_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="distinct"):
         _downloader(tmp_path).download([("a", "file:///x"), ("a", "file:///y")])
+
+
+def test_a_trickling_server_hits_the_total_deadline(server, tmp_path):
+    start = time.perf_counter()
+    result = _downloader(tmp_path, deadline=1.0, retries=0).download([("slow", f"{server}/trickle.jpg")])["slow"]
+    assert result.status == "timeout" and "deadline" in result.error
+    assert time.perf_counter() - start < 5  # 40 bytes at 0.3 s each would take 12 s
+
+
+def test_local_files_only_from_the_allowed_folders(tmp_path):
+    allowed, private = tmp_path / "mirror", tmp_path / "private"
+    allowed.mkdir()
+    private.mkdir()
+    (allowed / "item.jpg").write_bytes(GOOD)
+    (private / "secret.jpg").write_bytes(GOOD)
+    (allowed / "link.jpg").symlink_to(private / "secret.jpg")  # a symlink out of the folder is refused too
+    items = [("mine", (allowed / "item.jpg").as_uri()), ("secret", (private / "secret.jpg").as_uri()),
+             ("link", (allowed / "link.jpg").as_uri()), ("dotdot", f"file://{allowed}/../private/secret.jpg")]
+    refused = _downloader(tmp_path / "none", local_roots=None).download(items)
+    assert {key: r.status for key, r in refused.items()} == dict.fromkeys(["mine", "secret", "link", "dotdot"], "invalid_url")
+    assert "--allow_local_files" in refused["mine"].error
+    results = _downloader(tmp_path / "some", local_roots=[allowed]).download(items)
+    assert {key: r.status for key, r in results.items()} == {"mine": "ok", "secret": "invalid_url", "link": "invalid_url",
+                                                            "dotdot": "invalid_url"}
+    assert "outside the allowed folders" in results["secret"].error
+
+
+def test_the_builder_refuses_local_image_urls_unless_allowed(tmp_path):
+    from slip_hf.data import BuildConfig, build_dataset, generate_synthetic_raw
+
+    generate_synthetic_raw(tmp_path / "raw", num_bundles=6, shoppers_per_bundle=150, image_size=16, seed=4)
+    settings = {"raw_dir": str(tmp_path / "raw"), "image_size": 16, "min_class_size": 3, "download_workers": 2}
+    with pytest.raises(ValueError):  # every image refused: nothing left to build
+        build_dataset(BuildConfig(out_dir=str(tmp_path / "refused"), **settings))
+    statuses = [line for line in (tmp_path / "refused" / ".work").rglob("download_status.jsonl")][0].read_text()
+    assert '"invalid_url"' in statuses and '"ok"' not in statuses
+    assert build_dataset(BuildConfig(out_dir=str(tmp_path / "allowed"), allow_local_files=True, **settings)).num_nodes > 0

@@ -146,12 +146,12 @@ def test_builder_can_store_images_at_the_training_resolution(tmp_path):
 
     source = tmp_path / "wide.png"
     _photo(90, 160).save(source)
-    downloader = ImageDownloader(tmp_path / "square", image_size=64, center_crop=True, num_workers=1)
+    downloader = ImageDownloader(tmp_path / "square", image_size=64, center_crop=True, num_workers=1, local_roots=[tmp_path])
     result = downloader.download([("wide", source.resolve().as_uri())])["wide"]
     with Image.open(result.path) as stored:
         assert stored.size == (64, 64)
     # a rebuild without the crop stores the image again (the crop is part of the resume key)
-    again = ImageDownloader(tmp_path / "square", image_size=64, num_workers=1)
+    again = ImageDownloader(tmp_path / "square", image_size=64, num_workers=1, local_roots=[tmp_path])
     plain = again.download([("wide", source.resolve().as_uri())])["wide"]
     with Image.open(plain.path) as stored:
         assert stored.size == (114, 64)

@@ -16,6 +16,7 @@
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ Commands:
                   two models side by side (Gradio, on 127.0.0.1).
   publish         Upload the model, its dataset and the Space (hub/space) to the Hub; --dry_run lists the files.
 
-Run `slip-hf <command> --help` for a command's options.
+Run `slip-hf <command> --help` for a command's options. Errors caused by the input (a missing file, a bad
+value, malformed data) print one line; add --debug (or set SLIP_HF_DEBUG=1) for the traceback.
 """
 
 
@@ -58,6 +60,7 @@ def _quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" on every from_pretrained
     disable_progress_bar()
 
 
@@ -422,7 +425,7 @@ def serve(argv: Sequence[str]) -> int:
         "lists side by side. Embeddings are computed once and cached.", argv,
     )
     if not 1 <= len(args.model) <= 2:
-        raise SystemExit("slip-hf serve: error: --model takes one or two checkpoints.")
+        raise ValueError("--model takes one or two checkpoints.")
     page = load_space(args.model, args.dataset, args.config, args.split, args.cache_dir, args.max_text_length)
     build_space(page).queue().launch(server_name=args.host, server_port=args.port)
     return 0
@@ -481,16 +484,37 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+USER_ERRORS = (OSError, ValueError, KeyError)
+"""What a user's input causes (missing or unreadable files and folders, bad values, malformed data, a model or
+dataset that cannot be found); `slip-hf` prints these as one line. Anything else is a bug and keeps its
+traceback."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. Expected user errors print `slip-hf <command>: error: ...` on stderr and exit with 2, as
+    argparse does for bad flags; `--debug` (or SLIP_HF_DEBUG=1) shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SLIP_HF_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: slip-hf <command> [options]\n\n{DESCRIPTION}")
+        print(f"usage: slip-hf <command> [options] [--debug]\n\n{DESCRIPTION}")
         return 0 if argv else 2
     command = COMMANDS.get(argv[0])
     if command is None:
-        print(f"slip-hf: unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"slip-hf: error: unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return command(argv[1:])
+    try:
+        return command(argv[1:])
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"slip-hf {argv[0]}: error: {_one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

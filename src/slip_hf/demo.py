@@ -72,7 +72,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         marker.write_text(json.dumps(generation))
     _phase("2/5 building the co-purchase graph dataset", start)
     build = build_dataset(
-        BuildConfig(raw_dir=str(raw_dir), out_dir=str(dataset_dir), image_size=64, label_depth=config.label_depth, min_class_size=10)
+        BuildConfig(raw_dir=str(raw_dir), out_dir=str(dataset_dir), image_size=64, label_depth=config.label_depth, min_class_size=10,
+                    allow_local_files=True)  # the generated images are local files
     )
     print(summary_table(build.steps))
     print(f"-> {build.num_nodes} nodes, {build.num_edges} edges, splits {build.stats['splits']}; "

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .paths import require_folder
 from .pixels import decode_image
 
 
@@ -28,6 +29,7 @@ def load_dual_encoder(model_name_or_path: str):
 
     from .modeling_slip import SlipModel
 
+    require_folder(model_name_or_path, "model")
     config = AutoConfig.from_pretrained(model_name_or_path)
     model_class = SlipModel if config.model_type == "slip" else CLIPModel
     return (model_class.from_pretrained(model_name_or_path), AutoImageProcessor.from_pretrained(model_name_or_path),

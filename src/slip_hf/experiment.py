@@ -21,6 +21,7 @@ from .evaluation.runner import EvaluationConfig, evaluate_checkpoint, write_repo
 from .model_card import build_model_card, push_model_to_hub
 from .modeling_slip import SlipModel
 from .objectives import enabled_objectives, needs_scene_graphs, objective_weights
+from .paths import require_folder
 from .pixels import PixelPipeline
 from .processing import NodeTransform, RandomResizedCropFlip
 from .trainer import SlipTrainer, SlipTrainingArguments, apply_config_overrides
@@ -125,6 +126,7 @@ def run_experiment(
     recipes do), and training resumes from `training_args.resume_from_checkpoint` (`True` = the last one in
     `output_dir`).
     """
+    require_folder(model_args.model_name_or_path, "model")
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
     graph_data = load_copurchase_graph(data_args.dataset_name, data_args.dataset_config, temporal_cut=data_args.temporal_cut)

@@ -19,6 +19,8 @@ def upload_folder_to_hub(
 ) -> str:
     """Create the repo if needed (`exist_ok`; a Space with the Gradio SDK) and upload `folder` in one commit;
     returns the commit URL."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder.")
     api = HfApi(token=token)
     extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **extra)

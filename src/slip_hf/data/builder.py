@@ -89,6 +89,12 @@ class BuildConfig:
     )
     download_workers: int = field(default=16, metadata={"help": "Parallel image downloads."})
     download_timeout: float = field(default=10.0, metadata={"help": "Seconds per connect/read."})
+    download_deadline: float = field(default=60.0, metadata={"help": "Seconds for a whole image download."})
+    allow_local_files: bool = field(
+        default=False,
+        metadata={"help": "Read file:// image URLs (local mirrors, the embedded synthetic data). Off by default: a crafted "
+                  "metadata line must not copy local files into a dataset that is then published."},
+    )
     download_retries: int = field(default=3, metadata={"help": "Retries of transient download failures."})
     retry_failed_downloads: bool = field(default=False, metadata={"help": "Also retry final failures (4xx, not an image) of earlier runs."})
     clip_t_model: str | None = field(
@@ -342,6 +348,7 @@ def build_dataset(config: BuildConfig) -> BuildResult:
     core_asins = [asin_of_item[i] for i in core_nodes]
     downloader = ImageDownloader(
         config.work_path, image_size=config.image_size, center_crop=config.center_crop_images,
+        deadline=config.download_deadline, local_roots=["/"] if config.allow_local_files else None,
         num_workers=config.download_workers,
         timeout=config.download_timeout, retries=config.download_retries,
     )

@@ -15,13 +15,19 @@ image, resizes it and stores it as JPEG. Every URL ends with exactly one recorde
 | `too_large` | more than `max_bytes` bytes | no |
 | `not_image` | the bytes are not an image format Pillow knows | no |
 | `corrupt_image` | a known format that fails to decode (e.g. a cut-off JPEG) | no |
-| `invalid_url` | not an http(s):// or file:// URL, or a missing local file | no |
+| `invalid_url` | not an http(s):// URL (nor an allowed file:// URL), or a missing local file | no |
 
 Statuses are appended to `<out_dir>/download_status.jsonl` as they happen, so an interrupted run loses
 nothing: a new run reads the log, keeps what is final and retries only what is not (`retry_failed=True`
-retries every failure). A stored image is kept only for the same URL and the same `image_size`. `file://` URLs
-are read from disk through the same checks (local image mirrors, the embedded synthetic data); their file's
-size and modification time are recorded (`source`), so a changed local file is read again.
+retries every failure). A stored image is kept only for the same URL and the same `image_size`.
+
+Local files are untrusted input's favourite trick: a crafted metadata line with `file:///home/you/...` would
+copy a private image into a dataset that is then pushed to the Hub. So `file://` URLs are refused
+(`invalid_url`) unless `local_roots` names the folders they may come from (the embedded synthetic data, a
+local image mirror, `import-graph`'s image folder); a path that resolves outside them, symlinks included, is
+refused too. Allowed local files go through the same checks; their size and modification time are recorded
+(`source`), so a changed local file is read again. Every download has a total `deadline`: a server that
+trickles a byte every few seconds (each read within `timeout`) cannot hold a worker for minutes.
 """
 
 import io
@@ -38,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -105,6 +112,8 @@ class ImageDownloader:
             `CLIPImageProcessor`'s resize and centre crop: training decodes fewer pixels and resizes nothing.
         num_workers: parallel downloads.
         timeout: seconds for connecting and for each read.
+        deadline: seconds for a whole download (all reads of one attempt).
+        local_roots: folders that `file://` URLs may point into; `None`: no local file is read.
         retries: extra attempts after a transient failure.
         backoff: the first retry waits `backoff` seconds, then doubling.
         max_redirects: redirects followed before giving up.
@@ -119,6 +128,8 @@ class ImageDownloader:
         center_crop: bool = False,
         num_workers: int = 16,
         timeout: float = 10.0,
+        deadline: float = 60.0,
+        local_roots: Iterable[str | os.PathLike] | None = None,
         retries: int = 3,
         backoff: float = 0.5,
         max_redirects: int = 5,
@@ -132,6 +143,8 @@ class ImageDownloader:
         self.center_crop = center_crop
         self.num_workers = num_workers
         self.timeout = timeout
+        self.deadline = deadline
+        self.local_roots = None if local_roots is None else [Path(root).resolve() for root in local_roots]
         self.retries = retries
         self.backoff = backoff
         self.max_redirects = max_redirects
@@ -227,6 +240,11 @@ class ImageDownloader:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
         if scheme == "file":
             path = _local_path(url)
+            if self.local_roots is None:
+                raise _Failure("invalid_url", "local files are not read (allow them with --allow_local_files)")
+            resolved = path.resolve()
+            if not any(resolved.is_relative_to(root) for root in self.local_roots):
+                raise _Failure("invalid_url", f"{path} is outside the allowed folders")
             if not path.is_file():
                 raise _Failure("invalid_url", f"no local file {path}")
             if path.stat().st_size > self.max_bytes:
@@ -243,17 +261,23 @@ class ImageDownloader:
                 if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                     raise _Failure("too_large", f"Content-Length {declared}")
                 body = bytearray()
-                for chunk in response.iter_content(1 << 16):
+                started = time.monotonic()
+                # read1: whatever has arrived (at most one socket read), so the deadline is checked after each
+                while chunk := response.raw.read1(1 << 16, decode_content=True):
                     body.extend(chunk)
                     if len(body) > self.max_bytes:
                         raise _Failure("too_large", f"more than {self.max_bytes} bytes")
+                    if time.monotonic() - started > self.deadline:
+                        raise _Failure("timeout", f"not complete within the {self.deadline:g} s deadline", retryable=True)
                 if declared is not None and declared.isdigit() and len(body) < int(declared):
                     raise _Failure("truncated", f"{len(body)} of {declared} bytes", retryable=True)
                 return bytes(body)
         except requests.TooManyRedirects as error:
             raise _Failure("too_many_redirects", str(error)) from error
-        except requests.Timeout as error:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError) as error:  # urllib3's: from the raw reads
             raise _Failure("timeout", str(error), retryable=True) from error
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as error:  # a body cut short
+            raise _Failure("truncated", str(error), retryable=True) from error
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
             raise _Failure("truncated", str(error), retryable=True) from error
         except requests.ConnectionError as error:

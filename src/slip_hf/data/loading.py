@@ -14,6 +14,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, load_dataset
 from huggingface_hub import DatasetCard
 
+from ..paths import require_folder
+
 README = "README.md"
 
 
@@ -60,6 +62,7 @@ def load_config(
     if os.path.isdir(path_or_repo):
         data_files = local_data_files(path_or_repo, config_name)
         return load_dataset("parquet", data_files=data_files, split=split, **load_kwargs)
+    require_folder(path_or_repo, "dataset")  # a mistyped folder: "no such folder", not a Hub lookup
     return load_dataset(str(path_or_repo), config_name, split=split, **load_kwargs)
 
 

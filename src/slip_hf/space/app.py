@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..paths import require_folder
 from .catalog import Catalog
 from .index import ModelIndex, load_index
 
@@ -165,21 +166,14 @@ def load_space(
 ) -> SpacePage:
     """Check the inputs, load the catalogue and every model's index (embedding it once, then from the cache)."""
     for model in models:
-        if _looks_local(model) and not Path(model).is_dir():
-            raise FileNotFoundError(f"model {model}: no such folder.")
-    if _looks_local(dataset) and not Path(dataset).is_dir():
-        raise FileNotFoundError(f"dataset {dataset}: no such folder.")
+        require_folder(model, "model")
+    require_folder(dataset, "dataset")
     catalog = Catalog.from_dataset(dataset, config, split)
     names = [Path(model).name for model in models]
     if len(set(names)) < len(names):
         names = [f"{name} ({number + 1})" for number, name in enumerate(names)]
     indexes = [load_index(model, catalog, cache_dir, name, max_text_length=max_text_length) for model, name in zip(models, names)]
     return SpacePage(catalog, indexes)
-
-
-def _looks_local(path: str) -> bool:
-    """A path (absolute, relative with a separator, or existing) rather than a Hub id `owner/name`."""
-    return os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
 
 
 __all__ = ["SpacePage", "build_space", "load_space"]

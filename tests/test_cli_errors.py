@@ -1,0 +1,48 @@
+"""Every `slip-hf` command turns what a user gets wrong into one line on stderr and exit status 2, like
+argparse; `--debug` (or SLIP_HF_DEBUG=1) shows the traceback instead."""
+
+import pytest
+
+from slip_hf.cli import main
+
+MISSING = "/nonexistent/slip_hf-test"
+
+
+@pytest.mark.parametrize("command, arguments, message", [
+    ("build-dataset", ["--raw-dir", MISSING, "--out", "{tmp}/out"], f"--raw-dir {MISSING}: no such folder"),
+    ("evaluate", ["--model_name_or_path", MISSING, "--dataset_name", "{dataset}"], f"model {MISSING}: no such folder"),
+    ("evaluate", ["--model_name_or_path", "{model}", "--dataset_name", MISSING], f"dataset {MISSING}: no such folder"),
+    ("train", ["--model_name_or_path", "{model}", "--dataset_name", MISSING, "--output_dir", "{tmp}/run"], f"dataset {MISSING}: no such folder"),
+    ("train", ["--model_name_or_path", MISSING, "--dataset_name", "{dataset}", "--output_dir", "{tmp}/run"], f"model {MISSING}: no such folder"),
+    ("ablate", ["--table", "everything", "--model_name_or_path", "{model}", "--dataset_name", "{dataset}", "--output_dir", "{tmp}/a"], "table must be"),
+    ("evaluate-aro", ["--aro_dir", MISSING, "--model_name_or_path", "{model}"], MISSING),
+    ("make-structure-benchmark", ["--dataset_dir", MISSING, "--out_dir", "{tmp}/aro"], f"dataset {MISSING}: no such folder"),
+    ("generate-raw", ["--raw-dir", "{tmp}/raw", "--num-bundles", "0"], "must be >= 1"),
+    ("push-dataset", ["--dataset-dir", MISSING, "--repo-id", "me/data"], MISSING),
+    ("serve", ["--model", MISSING, "--dataset", "{dataset}"], f"model {MISSING}: no such folder"),
+    ("serve", ["--model", "{model}", "{model}", "{model}", "--dataset", "{dataset}"], "one or two checkpoints"),
+    ("publish", ["--model_dir", MISSING, "--dataset_dir", "{dataset}", "--model_repo", "a/b", "--dataset_repo", "a/c",
+                 "--space_repo", "a/d", "--dry_run", "True"], f"model folder {MISSING}: no such folder"),
+    ("demo", ["--out_dir", "{tmp}/demo", "--seeds", "0", "--num_bundles", "0"], "must be >= 1"),
+])
+def test_user_errors_are_one_line_with_status_2(command, arguments, message, graph_dataset_dir, tiny_clip_checkpoint, tmp_path, capsys):
+    argv = [command, *(a.format(tmp=tmp_path, dataset=graph_dataset_dir, model=tiny_clip_checkpoint) for a in arguments)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"slip-hf {command}: error: ") and "Traceback" not in err, err
+    assert message in err, err
+
+
+def test_bad_flag_values_are_argparse_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate-raw", "--raw-dir", "x", "--num-bundles", "many"])
+    assert exit_info.value.code == 2 and "slip-hf generate-raw: error: argument --num-bundles" in capsys.readouterr().err
+    assert main(["no-such-command"]) == 2
+
+
+def test_debug_shows_the_traceback(monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        main(["build-dataset", "--raw-dir", MISSING, "--debug"])
+    monkeypatch.setenv("SLIP_HF_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main(["build-dataset", "--raw-dir", MISSING])
