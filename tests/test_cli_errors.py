@@ -19,6 +19,8 @@ MISSING = "/nonexistent/slip_hf-test"
     ("make-structure-benchmark", ["--dataset_dir", MISSING, "--out_dir", "{tmp}/aro"], f"dataset {MISSING}: no such folder"),
     ("generate-raw", ["--raw-dir", "{tmp}/raw", "--num-bundles", "0"], "must be >= 1"),
     ("push-dataset", ["--dataset-dir", MISSING, "--repo-id", "me/data"], MISSING),
+    ("import-graph", ["--nodes", f"{MISSING}/items.csv", "--edges", f"{MISSING}/edges.csv", "--out_dir", "{tmp}/g"],
+     f"items file {MISSING}/items.csv: no such file"),
     ("serve", ["--model", MISSING, "--dataset", "{dataset}"], f"model {MISSING}: no such folder"),
     ("serve", ["--model", "{model}", "{model}", "{model}", "--dataset", "{dataset}"], "one or two checkpoints"),
     ("publish", ["--model_dir", MISSING, "--dataset_dir", "{dataset}", "--model_repo", "a/b", "--dataset_repo", "a/c",

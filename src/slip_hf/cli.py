@@ -44,6 +44,7 @@ Commands:
   build-dataset   Build the co-purchase multimodal graph dataset (amazon-copurchase-mm) from raw Amazon
                   Reviews 2023 files: purchases, co-purchase edges, valid items, k-core, images, CLIP-T,
                   labels, splits, parquet files and the dataset card. Re-running resumes.
+  import-graph    Any image-text graph (items + edges files: CSV, parquet, JSON lines) -> the same dataset layout.
   push-dataset    Upload a built dataset folder to the Hugging Face Hub.
   toy-train       Train a tiny CLIP + SLIP head on a toy graph on the CPU and print the loss parts.
   serve           The Space's page on a trained model: search by text or image, co-purchase neighbours,
@@ -468,6 +469,24 @@ def publish(argv: Sequence[str]) -> int:
     return 0
 
 
+def import_graph(argv: Sequence[str]) -> int:
+    from .data import summary_table
+    from .data.import_graph import ImportConfig
+    from .data.import_graph import import_graph as run
+
+    config = _parse_config(
+        ImportConfig, "slip-hf import-graph",
+        "Turn any image-text graph (items and edges as CSV, TSV, parquet or JSON lines) into a slip_hf dataset, in "
+        "the layout build-dataset writes: remapped node ids, typed features, a seeded 60/10/30 split (or --split_column), "
+        "card and stats. Dangling, self and repeated edges and items without text or image are dropped and counted.", argv,
+    )
+    result = run(config)
+    print(summary_table(result.steps))
+    print(f"-> {result.num_nodes} nodes, {result.num_edges} edges, splits {result.stats['splits']} in {config.out_dir} "
+          f"(config {config.config_name!r})")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo,
     "train": train,
@@ -477,6 +496,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "make-structure-benchmark": make_structure_benchmark,
     "generate-raw": generate_raw,
     "build-dataset": build_dataset,
+    "import-graph": import_graph,
     "push-dataset": push_dataset,
     "toy-train": toy_train,
     "serve": serve,

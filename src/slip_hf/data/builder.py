@@ -50,7 +50,7 @@ from .items import load_items
 from .kcore import kcore_bipartite, kcore_graph
 from .labels import assign_labels
 from .synthetic import load_synthetic_truth
-from .writing import SPLITS, write_config
+from .writing import SPLITS, assign_splits, write_config
 
 
 @dataclass
@@ -244,17 +244,6 @@ def _top_reviews(raw: RawCategoryFiles, asins: list[str], per_node: int) -> dict
     return grouped
 
 
-def _split_assignment(num_nodes: int, config: BuildConfig) -> np.ndarray:
-    """`SPLITS` index of every node: a seeded permutation cut at the configured fractions."""
-    order = np.random.default_rng(config.seed).permutation(num_nodes)
-    n_train = int(round(config.train_fraction * num_nodes))
-    n_validation = int(round(config.validation_fraction * num_nodes))
-    split = np.full(num_nodes, 2, dtype=np.int64)
-    split[order[:n_train]] = 0
-    split[order[n_train : n_train + n_validation]] = 1
-    return split
-
-
 def _graph_signal(nodes_asin: list[str], graph: NodeGraph, truth: dict[str, int], seed: int = 0) -> dict[str, float]:
     """Share of node pairs in the same latent product line, by hop distance, against random pairs."""
     line = np.array([truth.get(asin, -1) for asin in nodes_asin])
@@ -402,7 +391,7 @@ def build_dataset(config: BuildConfig) -> BuildResult:
     row_of = {a: i for i, a in enumerate(items.column("parent_asin").to_pylist())}
     meta = items.take(pa.array([row_of[a] for a in node_asins]))
     labels, label_names, label_stats = assign_labels(meta.column("category_path").to_pylist(), config.label_depth, config.min_class_size)
-    split = _split_assignment(nodes.size, config)
+    split = assign_splits(nodes.size, config.train_fraction, config.validation_fraction, config.seed)
     node_id_of_item = np.full(purchases.num_items, -1, dtype=np.int64)
     node_id_of_item[nodes] = np.arange(nodes.size)
     edge_table = pa.table({

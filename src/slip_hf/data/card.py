@@ -38,14 +38,21 @@ def _clip_cell(entry: dict | None) -> str:
     return f"{entry['mean']:.1f} ± {entry['std']:.1f}" if entry else "not computed"
 
 
+def _raw_input(stats: dict) -> str:
+    source = stats.get("source")
+    if source:  # `slip-hf import-graph`
+        return (f"Raw input: {source['nodes']:,} rows of `{source['nodes_file']}` and {source['edges']:,} rows of "
+                f"`{source['edges_file']}` (`slip-hf import-graph`).")
+    purchases = stats["purchases"]
+    return f"Raw input: {purchases['reviews']:,} reviews, {purchases['users']:,} users, {purchases['items']:,} items."
+
+
 def _section(stats: dict) -> str:
     name = stats["config_name"]
     lines = [f"### `{name}` ({stats['category']})", ""]
     lines += ["| split | nodes |", "|---|---:|"] + [f"| {s} | {stats['splits'][s]:,} |" for s in SPLITS] + [""]
     lines += [
-        f"Degree: mean {stats['mean_degree']:.1f}, min {stats['min_degree']}, max {stats['max_degree']}. "
-        f"Raw input: {stats['purchases']['reviews']:,} reviews, {stats['purchases']['users']:,} users, "
-        f"{stats['purchases']['items']:,} items.",
+        f"Degree: mean {stats['mean_degree']:.1f}, min {stats['min_degree']}, max {stats['max_degree']}. " + _raw_input(stats),
         "",
         "Build steps (what each kept and what it dropped, with the reason):",
         "",
@@ -114,7 +121,7 @@ def write_dataset_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
         infos += [_dataset_info(out_dir, name, SPLITS), _dataset_info(out_dir, edges_config_name(name), ("train",))]
     licenses = sorted({stats["config"]["license"] for stats in all_stats})
     data = DatasetCardData(
-        pretty_name="Amazon Co-purchase Multimodal Graph",
+        pretty_name=all_stats[0]["category"] if all("source" in stats for stats in all_stats) else "Amazon Co-purchase Multimodal Graph",
         license=licenses[0] if len(licenses) == 1 else licenses,
         language=["en"],
         task_categories=["feature-extraction", "zero-shot-image-classification", "text-to-image", "image-to-text"],
@@ -131,14 +138,24 @@ def write_dataset_card(out_dir: str | Path, repo_id: str | None = None) -> Path:
         for s in all_stats
     )
     models = sorted({s["clip_t_model"] for s in all_stats if s["clip_t_model"]})
-    body = f"""
-# Amazon Co-purchase Multimodal Graph
+    imported = all("source" in stats for stats in all_stats)
+    intro = (
+        f"""# {all_stats[0]["category"]}
+
+Image-text items linked by a graph, imported with `slip-hf import-graph` into the layout of the SLIP
+datasets (`slip_hf`): node ids 0..N-1 across the splits, typed features, a `<config>_edges` config. Each
+node has a text (`title`), an image and a label. What the import dropped, and why, is counted below."""
+        if imported else
+        """# Amazon Co-purchase Multimodal Graph
 
 Products as image-text pairs, linked by co-purchase edges: the dataset of SLIP (Structure-aware
 Language-Image Pretraining, Lu 2025, §5), built from the Amazon Reviews 2023 raw files (Hou et al. 2024) by
 `slip_hf.data.build_dataset` (`slip-hf build-dataset`). Two items are linked when at least
 `min_copurchase` distinct users bought both; the graph is then reduced to its k-core. Each node has a title,
-a description, an image, its category path and a label.
+a description, an image, its category path and a label."""
+    )
+    body = f"""
+{intro}
 
 ## Load it
 
@@ -198,8 +215,10 @@ structural loss's positives by the age of an edge's last co-purchase and by its 
 
 ## License and citation
 
-Derived from Amazon Reviews 2023 (McAuley Lab); its terms of use apply to the texts and images. The
-authors of SLIP released their own build as `wenboluu/ACMMG` (cc-by-4.0).
+{"The items, texts, images and edges come from the imported files; their terms apply. An edge's `count` is "
+ "its weight (1 without one), and its times are the import's time column (0 without one)." if imported else
+ "Derived from Amazon Reviews 2023 (McAuley Lab); its terms of use apply to the texts and images. The "
+ "authors of SLIP released their own build as `wenboluu/ACMMG` (cc-by-4.0)."}
 
 ```bibtex
 {CITATION}

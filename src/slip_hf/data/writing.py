@@ -52,6 +52,18 @@ def node_features(label_names: list[str], with_reviews: bool = False) -> Feature
     return Features(features)
 
 
+def assign_splits(num_nodes: int, train_fraction: float = 0.6, validation_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """`SPLITS` index of every node: a seeded permutation cut at the given fractions (the test split gets the
+    rest)."""
+    order = np.random.default_rng(seed).permutation(num_nodes)
+    n_train = int(round(train_fraction * num_nodes))
+    n_validation = int(round(validation_fraction * num_nodes))
+    split = np.full(num_nodes, 2, dtype=np.int64)
+    split[order[:n_train]] = 0
+    split[order[n_train : n_train + n_validation]] = 1
+    return split
+
+
 def edges_config_name(config_name: str) -> str:
     """Name of the edge config that goes with a node config."""
     return f"{config_name}_edges"
@@ -112,4 +124,4 @@ def write_config(
     edges.to_parquet(str(out_dir / edges_config_name(config.config_name) / "train-00000-of-00001.parquet"))
 
 
-__all__ = ["EDGE_FEATURES", "SPLITS", "edges_config_name", "node_features", "write_config"]
+__all__ = ["EDGE_FEATURES", "SPLITS", "assign_splits", "edges_config_name", "node_features", "write_config"]
