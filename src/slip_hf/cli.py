@@ -30,7 +30,8 @@ Commands:
   train           Train and evaluate SLIP or the CLIP baseline (= python training/run_slip.py; accepts a
                   YAML/JSON recipe as first argument).
   evaluate        Evaluate a SLIP or plain CLIP checkpoint on a dataset split: retrieval (Table 2),
-                  zero-/few-shot classification, alignment, plots.
+                  zero-/few-shot classification, alignment, related items, link prediction (optionally
+                  of the relations after a temporal cut), plots.
   ablate          The paper's ablations from a recipe: batch sizes with and without the graph (Table 3) and
                   the components (Table 4), or the objectives (CLIP, SLIP, StructXLIP, Structure-CLIP and
                   their combinations), several seeds, mean ± std (= python training/ablate.py).
