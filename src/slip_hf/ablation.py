@@ -123,7 +123,7 @@ def objectives_table(rows: dict[str, list[dict]]) -> str:
 def temporal_table(rows: dict[str, list[dict]]) -> str:
     """One row per temporal variant: same-item MRR, then link prediction of the new relations (MRR and Hits@50
     per embedding) and related items (text MRR)."""
-    kinds = [k for k in next(iter(rows.values()))[0].get("link_prediction", {})]
+    kinds: list[str] = []
     for results in rows.values():
         kinds += [k for k in results[0].get("link_prediction", {}) if k not in kinds]
     header = "| Variant | Same-item MRR | " + " | ".join(f"Link {k} MRR | Link {k} H@50" for k in kinds) + " | Related text MRR |"

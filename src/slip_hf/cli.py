@@ -198,7 +198,6 @@ def evaluate(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     import torch
-    from datasets import concatenate_datasets
 
     from .data.hub import load_copurchase_graph
     from .embedding import load_dual_encoder
@@ -223,7 +222,7 @@ def evaluate(argv: Sequence[str]) -> int:
         text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot),
         batch_size=args.batch_size, image_pipeline=args.image_pipeline,
     )
-    pool = concatenate_datasets(list(graph.nodes.values())) if args.graph_pool == "all" else None
+    pool = graph.all_nodes() if args.graph_pool == "all" else None
     metrics, embeddings = evaluate_checkpoint(
         model, image_processor, tokenizer, graph.nodes[args.split], config, graph.nodes["train"], node_graph,
         graph.future_graph(), pool,

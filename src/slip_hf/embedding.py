@@ -69,11 +69,11 @@ def encode_images(
     device = model_device(model)
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
-        batch = [load(image).convert("RGB") for image in images[start : start + batch_size]]
-        if pixel_pipeline is not None:
+        batch = [load(image) for image in images[start : start + batch_size]]
+        if pixel_pipeline is not None:  # decode_image converts to RGB itself
             pixel_values = pixel_pipeline([decode_image(image) for image in batch], device=device)
         else:
-            pixel_values = image_processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+            pixel_values = image_processor(images=[image.convert("RGB") for image in batch], return_tensors="pt")["pixel_values"].to(device)
         chunks.append(F.normalize(_features(model.get_image_features(pixel_values=pixel_values)).float(), dim=-1).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from datasets import DatasetDict, concatenate_datasets
+from datasets import DatasetDict
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, set_seed
 
@@ -188,7 +188,7 @@ def run_experiment(
             batch_size=training_args.per_device_eval_batch_size, image_pipeline=data_args.image_pipeline,
         )
         test = nodes[data_args.test_split]
-        pool = concatenate_datasets(list(graph_data.nodes.values())) if data_args.graph_pool == "all" else None
+        pool = graph_data.all_nodes() if data_args.graph_pool == "all" else None
         metrics, embeddings = evaluate_checkpoint(
             trainer.model, image_processor, tokenizer, test, config, nodes["train"], graph, graph_data.future_graph(), pool
         )

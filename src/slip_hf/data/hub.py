@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from ..graph_batching import NodeGraph
 from ..hub_upload import upload_folder_to_hub
@@ -38,6 +38,10 @@ class CopurchaseGraph:
     @property
     def num_nodes(self) -> int:
         return sum(split.num_rows for split in self.nodes.values())
+
+    def all_nodes(self) -> Dataset:
+        """Every split's nodes in one `Dataset` (train, validation, test order)."""
+        return concatenate_datasets(list(self.nodes.values()))
 
     def node_graph(self, config=None) -> NodeGraph:
         """The undirected graph over `node_id` (the batch sampler's input), with the structural loss's positive

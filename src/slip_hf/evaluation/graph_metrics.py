@@ -95,7 +95,7 @@ def graph_metrics(
         protocol["positives"] = f"random {link_holdout:g} of the known edges"
     protocol.update(positives_count=int(positives.size(1)), observed_edges=int(observed.size(1)))
     results["graph_protocol"] = protocol
-    all_edges = pool_edges(full, node_ids)
+    all_edges = known_edges if future is None else pool_edges(full, node_ids)
     degree = np.bincount(all_edges.flatten().numpy(), minlength=len(node_ids))
     count = min(link_negatives, len(node_ids) - 1 - int(degree.max(initial=0)))
     if not positives.size(1) or count <= 0:

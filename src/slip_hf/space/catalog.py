@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 
 from ..data.hub import load_copurchase_graph
 
@@ -38,6 +38,7 @@ class Catalog:
             if column not in items.column_names:
                 raise ValueError(f"the dataset has no {column!r} column (it has {items.column_names}); a Space needs images and texts.")
         self.items, self.text_column, self.image_column = items, text_column, image_column
+        self._labels = items.select_columns([c for c in ("category_path", "label") if c in items.column_names])
         self.titles = [str(title) for title in items[text_column]]
         node_ids = np.asarray(items["node_id"], dtype=np.int64)
         row_of = np.full(int(node_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
@@ -59,7 +60,7 @@ class Catalog:
         """Load a dataset folder or Hub repo (`slip_hf.data.load_copurchase_graph`) and keep `split` (or "all")."""
         graph = load_copurchase_graph(path_or_repo, config)
         if split == "all":
-            items = concatenate_datasets(list(graph.nodes.values()))
+            items = graph.all_nodes()
         elif split in graph.nodes:
             items = graph.nodes[split]
         else:
@@ -73,7 +74,7 @@ class Catalog:
         return self.items[int(row)][self.image_column]
 
     def category(self, row: int) -> str:
-        item = self.items[int(row)]
+        item = self._labels[int(row)]  # without the image column: no image is decoded for a category
         path = item.get("category_path")
         return " › ".join(path) if path else str(item.get("label", ""))
 
