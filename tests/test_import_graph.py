@@ -31,6 +31,7 @@ def papers(tmp_path_factory):
     rows += [
         {"paper": "P1", "title": "a repeated id", "figure": "figures/p1.png", "field": "vision", "abstract": ""},  # repeated
         {"paper": "P90", "title": "  ", "figure": "figures/p2.png", "field": "vision", "abstract": ""},  # no text
+        {"paper": None, "title": "an item without an id", "figure": "figures/p2.png", "field": "vision", "abstract": ""},
         {"paper": "P91", "title": "no figure", "figure": None, "field": "vision", "abstract": ""},  # no image
         {"paper": "P92", "title": "a missing figure", "figure": "figures/gone.png", "field": "vision", "abstract": ""},
         {"paper": "P93", "title": "a figure outside the folder", "figure": "../secret.png", "field": "vision", "abstract": ""},
@@ -53,7 +54,7 @@ def test_import_counts_every_dropped_row_and_writes_the_build_layout(papers, tmp
                      "--image_size", "16"]) == 0
     stats = json.loads((out / "stats" / "graph.json").read_text())
     steps = {step["step"]: step for step in stats["steps"]}
-    assert steps["1. items"]["dropped"] == {"repeated id": 1, "no text": 1, "no image": 1}
+    assert steps["1. items"]["dropped"] == {"no id": 1, "repeated id": 1, "no text": 1, "no image": 1}
     assert steps["2. images"]["dropped"] == {"invalid_url": 2}  # the missing file and the one outside the folder
     # P4 -> P1 and P1 -> P4 repeat the within-field citation P1 -> P4: one edge, three citations
     assert steps["3. edges"]["dropped"] == {"dangling (unknown or dropped item)": 2, "self loops": 1, "repeated (merged)": 2}

@@ -3,8 +3,8 @@ exactly the layout `build-dataset` writes (node ids 0..N-1 across the splits, ty
 `ClassLabel` label, a seeded 60/10/30 split or a given split column, a `<config>_edges` config, the card and
 `stats/<config>.json`), so that training, evaluation and the Space take it as they take the Amazon graph.
 
-What is dropped is counted, by reason: items with a repeated id, without text, or without an image (no value,
-or a file or URL that does not give a decodable image); edges to an unknown or dropped item (dangling), self
+What is dropped is counted, by reason: items without an id or with a repeated id, without text, or without an
+image (no value, or a file or URL that does not give a decodable image); edges to an unknown or dropped item (dangling), self
 loops, and repeated edges (in either direction), whose count and times are merged into the first. Images are
 read with the builder's downloader: http(s) URLs, or local paths (relative to the items file), which must lie
 under the folders the user names (default: the items file's folder).
@@ -100,12 +100,14 @@ def import_graph(config: ImportConfig):
     ids = items[config.id_column].map(_text)
     texts = items[config.text_column].map(_text)
     images = items[config.image_column].map(_text)
-    repeated = ids.duplicated().to_numpy()
-    no_text = ~repeated & (texts == "").to_numpy()
-    no_image = ~repeated & ~no_text & (images == "").to_numpy()
-    keep = ~(repeated | no_text | no_image | (ids == "").to_numpy())
+    no_id = (ids == "").to_numpy()
+    repeated = ~no_id & ids.duplicated().to_numpy()
+    no_text = ~no_id & ~repeated & (texts == "").to_numpy()
+    no_image = ~no_id & ~repeated & ~no_text & (images == "").to_numpy()
+    keep = ~(no_id | repeated | no_text | no_image)
     records.append(StepRecord("1. items", int(keep.sum()), {
-        "repeated id": int(repeated.sum()), "no text": int(no_text.sum()), "no image": int(no_image.sum()),
+        "no id": int(no_id.sum()), "repeated id": int(repeated.sum()), "no text": int(no_text.sum()),
+        "no image": int(no_image.sum()),
     }, time.perf_counter() - start, False))
 
     start = time.perf_counter()
