@@ -92,7 +92,7 @@ def graph_dataset_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("graph_dataset")
     generate_synthetic_raw(root / "raw", num_bundles=10, shoppers_per_bundle=400, image_size=24, seed=0)
     build_dataset(BuildConfig(raw_dir=str(root / "raw"), out_dir=str(root / "data"), image_size=24, label_depth=2, allow_local_files=True,
-                              min_class_size=3, download_workers=4))
+                              min_class_size=3, download_workers=4, on_bad_lines="skip"))
     return root / "data"
 
 

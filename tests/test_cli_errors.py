@@ -42,9 +42,11 @@ def test_bad_flag_values_are_argparse_errors(capsys):
     assert main(["no-such-command"]) == 2
 
 
-def test_debug_shows_the_traceback(monkeypatch):
+def test_debug_shows_the_traceback(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the default output folder is relative
     with pytest.raises(FileNotFoundError, match="no such folder"):
         main(["build-dataset", "--raw-dir", MISSING, "--debug"])
     monkeypatch.setenv("SLIP_HF_DEBUG", "1")
     with pytest.raises(FileNotFoundError):
         main(["build-dataset", "--raw-dir", MISSING])
+    assert list(tmp_path.iterdir()) == []  # a build that cannot start leaves nothing behind

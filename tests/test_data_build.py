@@ -30,7 +30,8 @@ def raw(tmp_path_factory):
 
 def _config(raw_dir, out_dir, **overrides):
     return BuildConfig(**{"raw_dir": str(raw_dir), "out_dir": str(out_dir), "min_class_size": 5, "image_size": 24,
-                          "download_workers": 4, "allow_local_files": True, **overrides})
+                          "download_workers": 4, "allow_local_files": True,
+                          "on_bad_lines": "skip", **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -203,7 +203,7 @@ def test_the_builder_refuses_local_image_urls_unless_allowed(tmp_path):
     from slip_hf.data import BuildConfig, build_dataset, generate_synthetic_raw
 
     generate_synthetic_raw(tmp_path / "raw", num_bundles=6, shoppers_per_bundle=150, image_size=16, seed=4)
-    settings = {"raw_dir": str(tmp_path / "raw"), "image_size": 16, "min_class_size": 3, "download_workers": 2}
+    settings = {"raw_dir": str(tmp_path / "raw"), "image_size": 16, "min_class_size": 3, "download_workers": 2, "on_bad_lines": "skip"}
     with pytest.raises(ValueError):  # every image refused: nothing left to build
         build_dataset(BuildConfig(out_dir=str(tmp_path / "refused"), **settings))
     statuses = [line for line in (tmp_path / "refused" / ".work").rglob("download_status.jsonl")][0].read_text()

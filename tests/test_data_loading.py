@@ -21,7 +21,8 @@ from slip_hf.data.writing import SPLITS
 
 
 def _build(raw_dir: Path, out_dir: Path, **overrides):
-    settings = {"image_size": 16, "label_depth": 2, "min_class_size": 3, "download_workers": 2, "allow_local_files": True}
+    settings = {"image_size": 16, "label_depth": 2, "min_class_size": 3, "download_workers": 2, "allow_local_files": True,
+                "on_bad_lines": "skip"}
     return build_dataset(BuildConfig(raw_dir=str(raw_dir), out_dir=str(out_dir), **{**settings, **overrides}))
 
 

@@ -43,6 +43,7 @@ def test_purchases_dedup_and_count_every_bad_row(tmp_path, suffix):
     assert stats == {
         "reviews": 10, "malformed_reviews": 3, "unverified_reviews": 1, "duplicate_purchases": 1,
         "purchases": 6, "users": 3, "items": 3, "single_purchase_users": 1,
+        "bad_lines": {"file": f"r{suffix}", "skipped": 0, "examples": [], "truncated": False},
     }
     assert purchases.item_ids.to_pylist() == ["A", "B", "C"]
     rows = sorted(zip(purchases.user.tolist(), purchases.item.tolist(), purchases.time.tolist()))
@@ -54,10 +55,12 @@ def test_verified_only_drops_unverified_reviews(tmp_path):
     assert stats["purchases"] == 5 and stats["unverified_reviews"] == 1
 
 
-def test_unparseable_review_file_names_the_file(tmp_path):
+def test_a_bad_review_line_names_the_file_and_line_or_is_skipped(tmp_path):
     path = _write_jsonl(tmp_path / "r.jsonl", REVIEWS[:2], raw_lines=['{"user_id": "u9", "timestamp": "soon"}'])
-    with pytest.raises(ValueError, match="r.jsonl"):
+    with pytest.raises(ValueError, match=r"r.jsonl: line 3: .*--on_bad_lines skip"):
         read_purchases(path)
+    purchases, stats = read_purchases(path, on_bad_lines="skip")
+    assert stats["reviews"] == 2 and stats["bad_lines"]["skipped"] == 1 and stats["bad_lines"]["examples"][0].startswith("line 3:")
 
 
 def _purchases(baskets: dict[int, list[tuple[int, int]]], num_items: int) -> Purchases:
@@ -99,7 +102,20 @@ def test_copurchase_edges_match_brute_force_in_memory_and_partitioned(budget, ch
     edges, stats = copurchase_edges(purchases, 3, memory_budget_bytes=budget, chunk_pairs=chunk)
     got = {(e["src"], e["dst"]): (e["count"], e["first_time"], e["last_time"]) for e in edges.to_pylist()}
     assert got == expected and stats["spilled"] == (budget < 1 << 20)
-    assert stats["partitions"] == (1 if budget > 1 << 20 else math.ceil(stats["pairs_enumerated"] * 40 / budget))
+    assert stats["partitions"] == (1 if budget > 1 << 20 else math.ceil(stats["pairs_enumerated"] * 32 / budget))
+    edges, stats = copurchase_edges(purchases, 3, chunk_pairs=chunk, partition_pairs=97)  # many small partitions
+    assert {(e["src"], e["dst"]): (e["count"], e["first_time"], e["last_time"]) for e in edges.to_pylist()} == expected
+    assert stats["partitions"] == math.ceil(stats["pairs_enumerated"] / 97)
+
+
+def test_pair_and_time_rank_always_fit_in_63_bits():
+    from slip_hf.data.copurchase import _num_partitions
+
+    for num_items, rank_bits in ((1_610_012, 26), (12_000_000, 30), (3_000_000_000, 33)):
+        partitions = _num_partitions(10, num_items, rank_bits, 8_000_000, 2 << 30)
+        largest = (num_items**2 - 1) // partitions  # the largest key's stored part
+        assert largest << rank_bits | (1 << rank_bits) - 1 < 2**63
+    assert _num_partitions(10, 1_610_012, 26, 8_000_000, 2 << 30) == 19
 
 
 def test_pairs_of_a_heavy_user_are_split_into_chunks():
@@ -156,13 +172,16 @@ def _meta(asin, title="Phone", images=True, description=("A phone.",)):
 def test_items_are_validated_with_a_reason_per_drop(tmp_path):
     rows = [_meta("A"), _meta("B", title="  "), _meta("C", images=False), _meta("D", description=()), _meta("X"), _meta("A", title="dup")]
     path = _write_jsonl(tmp_path / "meta.jsonl", rows, raw_lines=['{"parent_asin": "E", "title": "cut off'])
-    items, stats = load_items(path, ["A", "B", "C", "D", "E", "F"])
+    with pytest.raises(ValueError, match=r"meta.jsonl: line 7: "):
+        load_items(path, ["A"])
+    items, stats = load_items(path, ["A", "B", "C", "D", "E", "F"], on_bad_lines="skip")
     assert items.column("parent_asin").to_pylist() == ["A", "D"]
     assert items.column("title").to_pylist()[0] == "Phone"  # the first line of a repeated ASIN wins
+    assert stats.pop("bad_lines")["skipped"] == 1
     assert stats == {"no_metadata": 1, "malformed_metadata": 1, "blank_title": 1, "no_image_url": 1,
                      "blank_description": 0, "valid_items": 2}
-    items, stats = load_items(path, ["A", "D"], require_description=True)
-    assert items.num_rows == 1 and stats["blank_description"] == 1
+    items, stats = load_items(path, ["A", "D"], require_description=True, on_bad_lines="skip")
+    assert items.num_rows == 1 and stats["blank_description"] == 1 and stats["malformed_metadata"] == 0
 
 
 def test_labels_at_depth_with_rare_and_short_paths():

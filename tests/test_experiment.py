@@ -154,14 +154,14 @@ def test_cli_evaluates_new_relations_over_every_item_on_the_tensor_path(graph_da
     assert protocol["positives_count"] == split.future_graph().num_edges
 
 
-def test_trainer_refuses_weighted_positives_without_edge_weights(graph_dataset_dir, clip_config):
+def test_trainer_refuses_weighted_positives_without_edge_weights(graph_dataset_dir, clip_config, tmp_path):
     from slip_hf import SlipConfig
     from slip_hf.data.hub import load_copurchase_graph
     from slip_hf.trainer import SlipTrainer, SlipTrainingArguments
 
     graph = load_copurchase_graph(graph_dataset_dir, "electronics")
     model = SlipModel(SlipConfig(clip_config=clip_config.to_dict(), graph_hidden_size=32, positive_count_weighting="log"))
-    args = SlipTrainingArguments(output_dir="unused", report_to="none")
+    args = SlipTrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none")
     with pytest.raises(ValueError, match="graph has no weights"):
         SlipTrainer(model=model, args=args, graph=graph.node_graph())
     trainer = SlipTrainer(model=model, args=args, graph=graph.node_graph(model.config))

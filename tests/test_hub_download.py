@@ -63,7 +63,7 @@ def test_build_dataset_downloads_the_raw_files_from_the_hub_then_reuses_them(hub
     endpoint, requests, files = hub
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home")}
     command = [sys.executable, "-m", "slip_hf.cli", "build-dataset", "--category", "Electronics", "--out", str(tmp_path / "data"),
-               "--image_size", "16", "--min_class_size", "3", "--allow_local_files"]
+               "--image_size", "16", "--min_class_size", "3", "--allow_local_files", "--on_bad_lines", "skip"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     downloads = [path for method, path in requests if method == "GET" and path.startswith(PREFIX)]

@@ -52,7 +52,7 @@ def test_a_flat_download_folder_builds_the_same_dataset(tmp_path):
         shutil.copy(path, flat / path.name)
     results = [
         build_dataset(BuildConfig(raw_dir=str(raw), out_dir=str(tmp_path / f"out_{raw.name}"), image_size=16, min_class_size=3,
-                                  download_workers=2, allow_local_files=True))
+                                  download_workers=2, allow_local_files=True, on_bad_lines="skip"))
         for raw in (tmp_path / "release", flat)
     ]
     assert results[0].num_nodes == results[1].num_nodes > 0 and results[0].num_edges == results[1].num_edges

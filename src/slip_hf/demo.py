@@ -73,7 +73,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     _phase("2/5 building the co-purchase graph dataset", start)
     build = build_dataset(
         BuildConfig(raw_dir=str(raw_dir), out_dir=str(dataset_dir), image_size=64, label_depth=config.label_depth, min_class_size=10,
-                    allow_local_files=True)  # the generated images are local files
+                    allow_local_files=True,  # the generated images are local files
+                    on_bad_lines="skip")  # the generated metadata holds a planted broken line
     )
     print(summary_table(build.steps))
     print(f"-> {build.num_nodes} nodes, {build.num_edges} edges, splits {build.stats['splits']}; "

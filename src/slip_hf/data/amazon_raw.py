@@ -11,12 +11,12 @@ milliseconds), `verified_purchase`, `helpful_vote` and `text`. Metadata fields: 
 `main_category`, `categories` (the category path), `images` (a list of `{thumb, large, hi_res, variant}`),
 `description` and `features` (lists of strings), `store`.
 
-Nothing here holds a raw file in memory: reviews are parsed block by block by pyarrow's JSON reader (C++,
-multi-threaded) with an explicit schema, so unknown or irregular fields (`details`, `images`, ...) are never
-materialised; metadata lines are only JSON-decoded for the items a build needs.
+Nothing here holds a raw file in memory: both files are parsed block by block by pyarrow's JSON reader
+(C++, multi-threaded) with an explicit schema, so unknown or irregular fields (`details`, `images`, ...) are
+never materialised, and metadata lines are only decoded whole for the items a build needs. Bad lines are
+found and numbered exactly, and raise or are skipped and counted ([`json_lines`]).
 """
 
-import gzip
 import json
 import os
 import re
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
-from tqdm.auto import tqdm
+
+from .json_lines import BadLines, read_json_lines
 
 HUB_REPO_ID = "McAuley-Lab/Amazon-Reviews-2023"
 """The raw data on the Hugging Face Hub (dataset repository)."""
@@ -43,8 +43,10 @@ REVIEW_SCHEMA = pa.schema(
 )
 """The review fields the graph is built from; every other field is skipped by the parser."""
 
-_PARENT_ASIN = re.compile(rb'"parent_asin"\s*:\s*"([^"]*)"')
-_BLOCK_SIZE = 16 << 20
+META_ID_SCHEMA = pa.schema([("parent_asin", pa.string())])
+"""What every metadata line is parsed for; the wanted lines are then decoded whole."""
+
+_PARENT_ASIN = re.compile(rb'"parent_asin"\s*:\s*"([^"]*)"')  # read from a bad line, to count its item
 
 
 @dataclass(frozen=True)
@@ -106,74 +108,60 @@ def download_raw_files(category: str, cache_dir: str | os.PathLike | None = None
     )
 
 
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def _byte_progress(path: Path, desc: str) -> tqdm:
-    """Bytes read from `path`; no total for gzip files, whose decompressed size is unknown up front."""
-    total = None if path.suffix == ".gz" else path.stat().st_size
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
-
-
-def iter_review_batches(path: str | os.PathLike, columns: pa.Schema = REVIEW_SCHEMA) -> Iterator[pa.RecordBatch]:
+def iter_review_batches(
+    path: str | os.PathLike, columns: pa.Schema = REVIEW_SCHEMA, bad_lines: BadLines | None = None, whole_blocks: bool = False
+) -> Iterator[pa.RecordBatch]:
     """Record batches of the review fields in `columns`, streamed from a review file.
 
+    Args:
+        bad_lines: counts skipped bad lines (`on_bad_lines="skip"`); default: the first one raises.
+        whole_blocks: one batch per parsed block (~16 MB of lines) instead of the parser's ~1 MB pieces, so
+            per-batch work is done a dozen times less often.
+
     Raises:
-        ValueError: naming the file when a block cannot be parsed (broken JSON, a field of the wrong type).
+        BadLineError: naming the file and the line, at the first bad line with `on_bad_lines="error"`.
     """
-    path = Path(path)
-    try:
-        reader = pa_json.open_json(
-            path,
-            read_options=pa_json.ReadOptions(block_size=_BLOCK_SIZE),
-            parse_options=pa_json.ParseOptions(explicit_schema=columns, unexpected_field_behavior="ignore"),
-        )
-    except pa.ArrowInvalid as error:  # the first block is parsed on open
-        raise ValueError(f"{path}: review block cannot be parsed ({error}).") from error
-    with tqdm(unit=" reviews", unit_scale=True, desc=f"read {path.name}", leave=False) as bar:
-        while True:
+    for block in read_json_lines(path, columns, bad_lines):
+        yield from (block.table.combine_chunks() if whole_blocks else block.table).to_batches()
+
+
+def read_item_metadata(path: str | os.PathLike, wanted: Collection[str], bad_lines: BadLines | None = None) -> Iterator[dict]:
+    """Metadata records (decoded JSON objects) of the items whose `parent_asin` is in `wanted`, in file order.
+
+    Every line is checked by pyarrow's parser (`parent_asin` only), and only the wanted lines are decoded
+    into Python objects. A bad line (see [`read_json_lines`]) is counted by `bad_lines` (or raises, with
+    `on_bad_lines="error"`); when its `parent_asin` can still be read and is wanted, a stub record
+    `{"parent_asin": ..., "_error": ...}` is yielded, so the caller can count the item as malformed.
+    """
+    path, wanted = Path(path), set(wanted)
+    bad_lines = bad_lines or BadLines(str(path))
+    value_set = pa.array(sorted(wanted), type=pa.string())
+    for block in read_json_lines(path, META_ID_SCHEMA, bad_lines):
+        records = []
+        rows = pc.indices_nonzero(pc.is_in(block.table.column("parent_asin"), value_set=value_set)).to_pylist()
+        numbers = block.line_numbers.tolist() if rows else []
+        for row in rows:
+            number = numbers[row]
             try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except pa.ArrowInvalid as error:
-                raise ValueError(f"{path}: review block cannot be parsed ({error}).") from error
-            bar.update(batch.num_rows)
-            yield batch
-
-
-def read_item_metadata(path: str | os.PathLike, wanted: Collection[str]) -> Iterator[dict]:
-    """Metadata records (decoded JSON objects) of the items whose `parent_asin` is in `wanted`.
-
-    Each line's `parent_asin` is found with a byte-level regular expression first, so only the needed lines
-    are decoded. A wanted line that is not valid JSON is skipped and reported with its line number through
-    the `_error` key of a stub record (`{"parent_asin": ..., "_error": ...}`), so the caller can count it.
-    """
-    path = Path(path)
-    wanted = set(wanted)
-    with _open_binary(path) as handle, _byte_progress(path, f"read {path.name}") as bar:
-        for line_number, line in enumerate(handle, start=1):
-            bar.update(len(line))
+                records.append((number, json.loads(block.line(row))))
+            except json.JSONDecodeError as error:  # pyarrow's parser accepted what Python's rejects
+                bad_lines.add(number, f"JSON parse error: {error}")
+                records.append((number, {"parent_asin": block.table.column("parent_asin")[row].as_py(), "_error": str(error)}))
+        for number, line in block.bad:
             match = _PARENT_ASIN.search(line)
-            if match is None or match.group(1).decode() not in wanted:
-                continue
-            asin = match.group(1).decode()
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield {"parent_asin": asin, "_error": f"line {line_number}: {error}"}
-                continue
-            yield record
+            if match is not None and match.group(1).decode(errors="replace") in wanted:
+                records.append((number, {"parent_asin": match.group(1).decode(), "_error": f"line {number} is malformed"}))
+        records.sort(key=lambda record: record[0])
+        yield from (record for _, record in records)
 
 
-def iter_review_texts(path: str | os.PathLike, wanted_items: Collection[str]) -> Iterator[pa.RecordBatch]:
+def iter_review_texts(path: str | os.PathLike, wanted_items: Collection[str], on_bad_lines: str = "error") -> Iterator[pa.RecordBatch]:
     """Batches of `(parent_asin, helpful_vote, timestamp, text)` of the reviews of `wanted_items`."""
     schema = pa.schema(
         [("parent_asin", pa.string()), ("helpful_vote", pa.int64()), ("timestamp", pa.int64()), ("text", pa.string())]
     )
     value_set = pa.array(sorted(set(wanted_items)), type=pa.string())
-    for batch in iter_review_batches(path, schema):
+    for batch in iter_review_batches(path, schema, BadLines(str(path), on_bad_lines)):
         keep = pc.is_in(batch.column("parent_asin"), value_set=value_set)
         yield batch.filter(keep)
 
@@ -181,6 +169,7 @@ def iter_review_texts(path: str | os.PathLike, wanted_items: Collection[str]) ->
 __all__ = [
     "HUB_REPO_ID",
     "REVIEW_SCHEMA",
+    "META_ID_SCHEMA",
     "RawCategoryFiles",
     "download_raw_files",
     "iter_review_batches",

@@ -47,6 +47,7 @@ from .clip_score import clip_t_scores
 from .copurchase import Purchases, copurchase_edges, read_purchases
 from .images import ImageDownloader
 from .items import load_items
+from .json_lines import ON_BAD_LINES
 from .kcore import kcore_bipartite, kcore_graph
 from .labels import assign_labels
 from .synthetic import load_synthetic_truth
@@ -69,6 +70,12 @@ class BuildConfig:
     )
     config_name: str | None = field(default=None, metadata={"help": "Dataset config name; default: category in lower case."})
     work_dir: str | None = field(default=None, metadata={"help": "Intermediate files for resuming; default <out_dir>/.work/<config>."})
+    on_bad_lines: Literal["error", "skip"] = field(
+        default="error",
+        metadata={"help": "A review or metadata line that is not a JSON object of the expected fields (broken JSON, the "
+                  "cut-off end of an interrupted download): 'error' stops with its file and line number, 'skip' skips it "
+                  "and counts it per file (step table, card, stats)."},
+    )
     verified_only: bool = field(default=False, metadata={"help": "Count only verified purchases."})
     min_copurchase: int = field(default=3, metadata={"help": "Minimum distinct co-buyers of an edge (paper: 3)."})
     max_items_per_user: int | None = field(
@@ -109,6 +116,8 @@ class BuildConfig:
     license: str = field(default="other", metadata={"help": "License tag of the card (the source's terms apply)."})
 
     def __post_init__(self):
+        if self.on_bad_lines not in ON_BAD_LINES:
+            raise ValueError(f"on_bad_lines must be one of {', '.join(ON_BAD_LINES)}, got {self.on_bad_lines!r}.")
         if self.kcore_on not in ("copurchase", "bipartite"):
             raise ValueError(f"kcore_on must be 'copurchase' or 'bipartite', got {self.kcore_on!r}.")
         if not (self.train_fraction > 0 and self.validation_fraction >= 0 and self.train_fraction + self.validation_fraction < 1):
@@ -217,7 +226,11 @@ def _graph_stage(
     return nodes, edges, stats
 
 
-def _top_reviews(raw: RawCategoryFiles, asins: list[str], per_node: int) -> dict[str, list[str]]:
+def _bad_lines_reason(bad_lines: dict) -> str:
+    return f"bad lines skipped ({bad_lines['file']}{', cut off' if bad_lines['truncated'] else ''})"
+
+
+def _top_reviews(raw: RawCategoryFiles, asins: list[str], per_node: int, on_bad_lines: str) -> dict[str, list[str]]:
     """Up to `per_node` review texts per item: most helpful first, then oldest."""
     kept: list[pa.Table] = []
     rows = 0
@@ -229,7 +242,7 @@ def _top_reviews(raw: RawCategoryFiles, asins: list[str], per_node: int) -> dict
         rank = np.arange(asin.size) - np.repeat(starts, np.diff(np.r_[starts, asin.size]))
         return [table.filter(pa.array(rank < per_node))]
 
-    for batch in iter_review_texts(raw.reviews, asins):
+    for batch in iter_review_texts(raw.reviews, asins, on_bad_lines):
         batch = batch.filter(pc.greater(pc.utf8_length(pc.fill_null(batch.column("text"), "")), 0))
         kept.append(pa.Table.from_batches([batch]))
         rows += batch.num_rows
@@ -262,8 +275,8 @@ def _graph_signal(nodes_asin: list[str], graph: NodeGraph, truth: dict[str, int]
 def build_dataset(config: BuildConfig) -> BuildResult:
     """Run the whole pipeline (see the module docstring) and write the dataset to `config.out_dir`."""
     out_dir = Path(config.out_dir)
-    cache = StepCache(config.work_path)
     raw = locate_raw_files(config.raw_dir, config.category) if config.raw_dir else download_raw_files(config.category)
+    cache = StepCache(config.work_path)  # created once the raw files are found: a failed start leaves nothing
     records: list[StepRecord] = []
 
     def timed(name, params, upstream, compute):
@@ -273,15 +286,18 @@ def build_dataset(config: BuildConfig) -> BuildResult:
 
     # 1. purchases
     def compute_purchases():
-        purchases, stats = read_purchases(raw.reviews, config.verified_only)
+        purchases, stats = read_purchases(raw.reviews, config.verified_only, config.on_bad_lines)
         return {"purchases": purchases.to_table(), "items": pa.table({"parent_asin": purchases.item_ids})}, {**stats, "num_users": purchases.num_users}
 
     tables, purchase_stats, reused, seconds = timed(
-        "purchases", {"reviews": _file_identity(raw.reviews), "verified_only": config.verified_only}, [], compute_purchases
+        "purchases",
+        {"reviews": _file_identity(raw.reviews), "verified_only": config.verified_only, "on_bad_lines": config.on_bad_lines},
+        [], compute_purchases,
     )
     purchases = Purchases.from_tables(tables["purchases"], tables["items"].column("parent_asin").combine_chunks(), purchase_stats["num_users"])
     asin_of_item = purchases.item_ids.to_pylist()
     records.append(StepRecord("1. purchases", purchase_stats["purchases"], {
+        _bad_lines_reason(purchase_stats["bad_lines"]): purchase_stats["bad_lines"]["skipped"],
         "malformed reviews": purchase_stats["malformed_reviews"],
         "unverified reviews" + ("" if config.verified_only else " (kept)"): purchase_stats["unverified_reviews"],
         "repeated (user, item) reviews": purchase_stats["duplicate_purchases"],
@@ -309,11 +325,12 @@ def build_dataset(config: BuildConfig) -> BuildResult:
     wanted = [asin_of_item[i] for i in wanted_items]
 
     def compute_items():
-        items, stats = load_items(raw.meta, wanted, config.require_description)
+        items, stats = load_items(raw.meta, wanted, config.require_description, config.on_bad_lines)
         return {"items": items}, stats
 
     tables, item_stats, reused, seconds = timed(
-        "items", {"meta": _file_identity(raw.meta), "require_description": config.require_description},
+        "items",
+        {"meta": _file_identity(raw.meta), "require_description": config.require_description, "on_bad_lines": config.on_bad_lines},
         ["purchases", *(["edges"] if all_edges is not None else [])], compute_items,
     )
     items = tables["items"]
@@ -321,7 +338,8 @@ def build_dataset(config: BuildConfig) -> BuildResult:
     valid = np.zeros(purchases.num_items, dtype=bool)
     valid[[item_index[a] for a in items.column("parent_asin").to_pylist()]] = True
     records.append(StepRecord("3. valid items", item_stats["valid_items"], {
-        key.replace("_", " "): value for key, value in item_stats.items() if key != "valid_items"
+        _bad_lines_reason(item_stats["bad_lines"]): item_stats["bad_lines"]["skipped"],
+        **{key.replace("_", " "): value for key, value in item_stats.items() if key not in ("valid_items", "bad_lines")},
     }, seconds, reused))
 
     # 4. k-core
@@ -401,7 +419,7 @@ def build_dataset(config: BuildConfig) -> BuildResult:
         "first_time": edges.column("first_time"),
         "last_time": edges.column("last_time"),
     })
-    reviews = _top_reviews(raw, node_asins, config.max_reviews_per_node) if config.max_reviews_per_node > 0 else None
+    reviews = _top_reviews(raw, node_asins, config.max_reviews_per_node, config.on_bad_lines) if config.max_reviews_per_node > 0 else None
     node_columns = {
         "node_id": np.arange(nodes.size),
         "parent_asin": node_asins,
@@ -446,7 +464,8 @@ def build_dataset(config: BuildConfig) -> BuildResult:
             for name, v in clip_values.items()
         },
         "clip_t_model": config.clip_t_model,
-        "purchases": purchase_stats,
+        "purchases": {key: value for key, value in purchase_stats.items() if key != "bad_lines"},
+        "bad_lines": {"reviews": purchase_stats["bad_lines"], "metadata": item_stats["bad_lines"]},
         "steps": [asdict(record) for record in records],
         "graph_signal": _graph_signal(node_asins, graph, truth) if truth else None,
         "config": {k: v for k, v in asdict(config).items() if k not in ("raw_dir", "out_dir", "work_dir")},

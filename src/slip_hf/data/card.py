@@ -47,12 +47,26 @@ def _raw_input(stats: dict) -> str:
     return f"Raw input: {purchases['reviews']:,} reviews, {purchases['users']:,} users, {purchases['items']:,} items."
 
 
+def _bad_lines(stats: dict) -> str:
+    """What the build skipped with `--on_bad_lines skip`, per raw file, with the first examples."""
+    parts = []
+    for kind, entry in (stats.get("bad_lines") or {}).items():
+        if entry["skipped"] or entry["truncated"]:
+            examples = "; ".join(entry["examples"][:2])
+            parts.append(
+                f"{kind}: {entry['skipped']:,} in `{entry['file']}`" + (f" ({examples})" if examples else "")
+                + (", and the gzip stream ends early (an interrupted download)" if entry["truncated"] else "")
+            )
+    return " Bad lines skipped (`on_bad_lines=skip`): " + "; ".join(parts) + "." if parts else ""
+
+
 def _section(stats: dict) -> str:
     name = stats["config_name"]
     lines = [f"### `{name}` ({stats['category']})", ""]
     lines += ["| split | nodes |", "|---|---:|"] + [f"| {s} | {stats['splits'][s]:,} |" for s in SPLITS] + [""]
     lines += [
-        f"Degree: mean {stats['mean_degree']:.1f}, min {stats['min_degree']}, max {stats['max_degree']}. " + _raw_input(stats),
+        f"Degree: mean {stats['mean_degree']:.1f}, min {stats['min_degree']}, max {stats['max_degree']}. " + _raw_input(stats)
+        + _bad_lines(stats),
         "",
         "Build steps (what each kept and what it dropped, with the reason):",
         "",

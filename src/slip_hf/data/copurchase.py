@@ -7,9 +7,10 @@ co-purchase time, where one user's co-purchase of (i, j) happens at `max(t_ui, t
 completed.
 
 Counting is exact and vectorised: every user's item pairs are enumerated with numpy (users grouped by
-degree, so each group is one `triu_indices` gather) and grouped by one stable sort on a packed int64 key
-(count, first and last time per pair). When the pairs would exceed `memory_budget_bytes`, they are
-hash-partitioned to disk and each partition is grouped on its own, so memory stays bounded on any input. Two
+degree, so each group is one `triu_indices` gather), each packed with its time's rank into one int64, and
+grouped by one sort of those values (numpy's SIMD sort; count, first and last time per pair fall out of the
+sorted order). When the pairs would exceed `memory_budget_bytes`, they are hash-partitioned to disk and each
+partition is grouped on its own, so memory stays bounded on any input. Two
 exact pruning rules come first: an item bought by fewer than `min_copurchase` users cannot reach the
 threshold, and a user left with one item contributes no pair.
 
@@ -31,8 +32,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from .amazon_raw import iter_review_batches
-
-_AGGREGATE_DTYPE = np.dtype([("key", "<i8"), ("count", "<i8"), ("first", "<i8"), ("last", "<i8")])
+from .json_lines import BadLines
 
 
 @dataclass
@@ -76,32 +76,44 @@ class Purchases:
         return cls(column("user"), column("item"), column("time"), item_ids, num_users)
 
 
-def _encode_sorted(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes of `values` in the order of the sorted distinct values, and those values."""
-    encoded = pc.cast(values, pa.large_string()).combine_chunks().dictionary_encode()
-    dictionary = encoded.dictionary
-    rank = np.empty(len(dictionary), dtype=np.int64)
-    rank[pc.array_sort_indices(dictionary).to_numpy()] = np.arange(len(dictionary))
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
-    return codes, pc.cast(pc.array_take(dictionary, pc.array_sort_indices(dictionary)), pa.string())
+def _encode(values: pa.ChunkedArray, sort: bool) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of `values` and the distinct values they index, in order of first appearance or sorted.
+
+    Arrow encodes all chunks with one hash table, so the codes agree across chunks and the longest chunk
+    dictionary holds every value; only the distinct values are sorted, never the column.
+    """
+    encoded = values.dictionary_encode()
+    dictionary = max((chunk.dictionary for chunk in encoded.chunks), key=len)
+    codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]).astype(np.int64)
+    if sort:
+        order = pc.array_sort_indices(dictionary).to_numpy()
+        rank = np.empty(order.size, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        codes, dictionary = rank[codes], dictionary.take(pa.array(order))
+    return codes, dictionary
 
 
-def read_purchases(review_path: str | os.PathLike, verified_only: bool = False) -> tuple[Purchases, dict[str, int]]:
+def read_purchases(
+    review_path: str | os.PathLike, verified_only: bool = False, on_bad_lines: str = "error"
+) -> tuple[Purchases, dict]:
     """Step 1: distinct (user, item, earliest time) purchases from a review file.
 
     Args:
         review_path: a `review_categories/<Category>.jsonl[.gz]` file.
         verified_only: keep only reviews with `verified_purchase == true`.
+        on_bad_lines: `"error"` stops at the first line that is not a JSON object of the review schema;
+            `"skip"` skips and counts such lines ([`json_lines.BadLines`]).
 
     Returns:
         `(purchases, stats)`; `stats` counts `reviews`, `malformed_reviews` (missing or empty `user_id`,
         `parent_asin` or `timestamp`), `unverified_reviews` (dropped only with `verified_only`),
         `duplicate_purchases` (repeated (user, item) pairs), `purchases`, `users`, `items` and
-        `single_purchase_users`.
+        `single_purchase_users`, and has the file's skipped lines under `bad_lines`.
     """
     stats = {"reviews": 0, "malformed_reviews": 0, "unverified_reviews": 0}
     parts = []
-    for batch in iter_review_batches(review_path):
+    bad_lines = BadLines(str(review_path), on_bad_lines)
+    for batch in iter_review_batches(review_path, bad_lines=bad_lines, whole_blocks=True):
         stats["reviews"] += batch.num_rows
         user, asin, time = batch.column("user_id"), batch.column("parent_asin"), batch.column("timestamp")
         valid = pc.and_(
@@ -118,26 +130,28 @@ def read_purchases(review_path: str | os.PathLike, verified_only: bool = False) 
         raise ValueError(f"{review_path}: no usable review (user_id, parent_asin and timestamp are required).")
     table = pa.concat_tables(parts)
     del parts
-    user_codes, user_ids = _encode_sorted(table.column("user"))
-    item_codes, item_ids = _encode_sorted(table.column("item"))
+    user_codes, user_ids = _encode(table.column("user"), sort=False)  # user order does not matter
+    item_codes, item_ids = _encode(table.column("item"), sort=True)
     times = table.column("time").to_numpy()
     del table
 
     num_items = len(item_ids)
     key = user_codes * num_items + item_codes
-    order = np.lexsort((times, key))
-    key = key[order]
-    first = np.ones(key.size, dtype=bool)
-    first[1:] = key[1:] != key[:-1]
-    rows = order[first]
-    purchases = Purchases(user_codes[rows], item_codes[rows], times[rows], item_ids, len(user_ids))
+    del user_codes, item_codes
+    order = np.argsort(key)  # any order within a key: the earliest time is taken below
+    key, times = key[order], times[order]
+    del order
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    distinct = key[starts]
+    purchases = Purchases(distinct // num_items, distinct % num_items, np.minimum.reduceat(times, starts), item_ids, len(user_ids))
     per_user = np.bincount(purchases.user, minlength=purchases.num_users)
     stats.update(
-        duplicate_purchases=int(key.size - rows.size),
-        purchases=int(rows.size),
+        duplicate_purchases=int(key.size - starts.size),
+        purchases=int(starts.size),
         users=purchases.num_users,
         items=num_items,
         single_purchase_users=int((per_user == 1).sum()),
+        bad_lines=bad_lines.as_dict(),
     )
     return purchases, stats
 
@@ -203,64 +217,102 @@ def iter_user_pairs(
                     yield items[start + a], items[start + b], np.maximum(times[start + a], times[start + b])
 
 
-def _aggregate_pairs(key: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """Count, first and last time of each distinct key (one stable sort: numpy's radix sort for int64)."""
-    if key.size == 0:
-        return np.empty(0, dtype=_AGGREGATE_DTYPE)
-    order = np.argsort(key, kind="stable")
-    key, time = key[order], time[order]
-    del order
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    aggregate = np.empty(starts.size, dtype=_AGGREGATE_DTYPE)
-    aggregate["key"] = key[starts]
-    aggregate["count"] = np.diff(np.r_[starts, key.size])
-    aggregate["first"] = np.minimum.reduceat(time, starts)
-    aggregate["last"] = np.maximum.reduceat(time, starts)
-    return aggregate
+def _aggregate_packed(packed: np.ndarray, rank_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Count, first and last time rank of each distinct pair in `packed` (`pair << rank_bits | time rank`):
+    one SIMD sort of the packed values orders each pair's times too, so no argsort and no gather is needed.
+
+    Returns:
+        `(pair, count, first_rank, last_rank)`, each of shape `(distinct pairs,)`.
+    """
+    if packed.size == 0:
+        return (np.empty(0, dtype=np.int64),) * 4
+    packed.sort()
+    pair = packed >> rank_bits
+    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    ends = np.r_[starts[1:], packed.size] - 1
+    mask = (np.int64(1) << rank_bits) - 1
+    return pair[starts], np.diff(np.r_[starts, packed.size]), packed[starts] & mask, packed[ends] & mask
 
 
 class _PairPartitions:
-    """Raw (key, time) pairs split by `key % num_partitions`, each partition grouped on its own.
+    """Co-purchase pairs as packed int64 values (`pair << rank_bits | time rank`), split by `key % num_partitions`,
+    each partition grouped on its own.
 
-    Partitions keep sorts small (a few million keys sort several times faster per key than tens of millions)
-    and bound memory: with `spill=True` they are appended to files under `directory` instead of lists.
+    Partitions keep sorts small and bound memory: with `spill=True` they are appended to files under
+    `directory` instead of lists. Within partition p, a pair key k is stored as `k // num_partitions`, which
+    is what makes room for the time rank in 64 bits.
     """
 
-    _PAIR_DTYPE = np.dtype([("key", "<i8"), ("time", "<i8")])
-
-    def __init__(self, num_partitions: int, directory: Path, spill: bool):
+    def __init__(self, num_partitions: int, rank_bits: int, directory: Path, spill: bool):
         self.num_partitions = num_partitions
+        self.rank_bits = rank_bits
         self.spill = spill
         self.pieces: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
-        self.files = [directory / f"pairs-{p:04d}.bin" for p in range(num_partitions)]
+        self.files = [directory / f"pairs-{p:05d}.bin" for p in range(num_partitions)]
 
-    def add(self, key: np.ndarray, time: np.ndarray) -> None:
-        records = np.empty(key.size, dtype=self._PAIR_DTYPE)
-        records["key"], records["time"] = key, time
+    def add(self, key: np.ndarray, rank: np.ndarray) -> None:
+        packed = (key // self.num_partitions) << self.rank_bits | rank
         if self.num_partitions > 1:
-            partition = (key % self.num_partitions).astype(np.int32)
-            records = records[np.argsort(partition, kind="stable")]
+            partition = key % self.num_partitions
+            partition = partition.astype(np.uint16 if self.num_partitions <= 1 << 16 else np.int64)  # uint16: radix sort
+            packed = packed[np.argsort(partition, kind="stable")]
             bounds = np.r_[0, np.cumsum(np.bincount(partition, minlength=self.num_partitions))]
         else:
             bounds = np.array([0, key.size])
         for index in range(self.num_partitions):
-            piece = records[bounds[index] : bounds[index + 1]]
+            piece = packed[bounds[index] : bounds[index + 1]]
             if self.spill:
                 with open(self.files[index], "ab") as handle:
-                    handle.write(piece.tobytes())
+                    piece.tofile(handle)
             else:
                 self.pieces[index].append(piece)
 
-    def aggregates(self) -> Iterator[np.ndarray]:
+    def aggregates(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per partition: `(pair key, count, first time rank, last time rank)` of its distinct pairs."""
         for index in range(self.num_partitions):
             if self.spill:
                 path = self.files[index]
-                records = np.fromfile(path, dtype=self._PAIR_DTYPE) if path.exists() else np.empty(0, self._PAIR_DTYPE)
+                packed = np.fromfile(path, dtype=np.int64) if path.exists() else np.empty(0, np.int64)
                 path.unlink(missing_ok=True)
             else:
                 pieces, self.pieces[index] = self.pieces[index], []
-                records = np.concatenate(pieces) if pieces else np.empty(0, self._PAIR_DTYPE)
-            yield _aggregate_pairs(records["key"].copy(), records["time"].copy())
+                packed = np.concatenate(pieces) if pieces else np.empty(0, np.int64)
+            local, count, first, last = _aggregate_packed(packed, self.rank_bits)
+            yield local * self.num_partitions + index, count, first, last
+
+
+def _num_partitions(total_pairs: int, num_items: int, rank_bits: int, partition_pairs: int, memory_budget_bytes: int) -> int:
+    """Enough partitions for small sorts, for the memory budget (a partition's sort and grouping take about
+    32 bytes a pair), and for packing: a pair key below `num_items**2`, divided by the partition count, must
+    leave `rank_bits` of the 63 bits of a non-negative int64 free."""
+    return max(
+        1,
+        math.ceil(total_pairs / partition_pairs),
+        math.ceil(total_pairs * 32 / memory_budget_bytes),
+        math.ceil(num_items**2 / 2 ** (63 - rank_bits)),
+    )
+
+
+def _time_ranks(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(ranks, values)`: each time's rank among the distinct times, and those times (`values[ranks] == times`);
+    a rank needs far fewer bits than a Unix time in ms, and orders the same way. (One SIMD argsort: numpy's
+    hash-based `unique` and `searchsorted` take 20x longer on millions of distinct times.)"""
+    order = np.argsort(times)
+    ordered = times[order]
+    new = np.ones(times.size, dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    ranks = np.empty(times.size, dtype=np.int64)
+    ranks[order] = np.cumsum(new) - 1
+    return ranks, ordered[new]
+
+
+def _take_column(parts: list[list[np.ndarray | None]], index: int) -> np.ndarray:
+    """Column `index` of every partition's edges, concatenated; the pieces are released as they are taken, so
+    only one column is held twice at a time."""
+    values = np.concatenate([part[index] for part in parts])
+    for part in parts:
+        part[index] = None
+    return values
 
 
 def copurchase_edges(
@@ -269,7 +321,7 @@ def copurchase_edges(
     max_items_per_user: int | None = None,
     memory_budget_bytes: int = 2 << 30,
     chunk_pairs: int = 4_000_000,
-    partition_pairs: int = 3_000_000,
+    partition_pairs: int = 8_000_000,
     tmp_dir: str | os.PathLike | None = None,
 ) -> tuple[pa.Table, dict[str, int]]:
     """Step 2: co-purchase edges between items bought by at least `min_copurchase` distinct users.
@@ -279,8 +331,8 @@ def copurchase_edges(
         min_copurchase: the paper's threshold (3).
         max_items_per_user: leave users with more distinct (candidate) items out of the count; `None` counts
             every user (exact).
-        memory_budget_bytes: when the raw pairs (16 bytes each) would take more than half of this, the
-            partitions are spilled to disk; each partition's sort then needs about 40 bytes a pair.
+        memory_budget_bytes: when the raw pairs (8 bytes each) would take more than half of this, the
+            partitions are spilled to disk; each partition's sort and grouping then needs about 32 bytes a pair.
         chunk_pairs: pairs enumerated per vectorised chunk.
         partition_pairs: target pairs per partition (speed: small sorts are cache-friendly).
         tmp_dir: where partitions go (a temporary directory by default).
@@ -303,28 +355,33 @@ def copurchase_edges(
         indptr = kept.user_indptr()
         degree = np.diff(indptr)
     total_pairs = int((degree * (degree - 1) // 2).sum())
-    spill = total_pairs * 16 > memory_budget_bytes // 2
-    num_partitions = max(1, math.ceil(total_pairs / partition_pairs), math.ceil(total_pairs * 40 / memory_budget_bytes))
+    rank, time_values = _time_ranks(kept.time)
+    rank_bits = max(1, int(time_values.size - 1).bit_length())
     n = np.int64(purchases.num_items)
+    spill = total_pairs * 8 > memory_budget_bytes // 2
+    num_partitions = _num_partitions(total_pairs, int(n), rank_bits, partition_pairs, memory_budget_bytes)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="copurchase-") as scratch:
-        pairs = _PairPartitions(num_partitions, Path(scratch), spill)
+        pairs = _PairPartitions(num_partitions, rank_bits, Path(scratch), spill)
         with tqdm(total=total_pairs, unit=" pairs", unit_scale=True, desc="co-purchase pairs", leave=False) as bar:
-            for first, second, time in iter_user_pairs(indptr, kept.item, kept.time, chunk_pairs):
-                pairs.add(first * n + second, time)
+            for first, second, pair_rank in iter_user_pairs(indptr, kept.item, rank, chunk_pairs):
+                pairs.add(first * n + second, pair_rank)
                 bar.update(first.size)
-        edges, distinct = [], 0
-        for aggregate in pairs.aggregates():
-            distinct += aggregate.size
-            edges.append(aggregate[aggregate["count"] >= min_copurchase])
-    edges = np.concatenate(edges) if edges else np.empty(0, dtype=_AGGREGATE_DTYPE)
-    edges = edges[np.argsort(edges["key"], kind="stable")]
+        del kept, indptr, rank  # the pairs hold what is left to count
+        parts, distinct = [], 0
+        for key, count, first_rank, last_rank in pairs.aggregates():
+            distinct += key.size
+            keep = count >= min_copurchase
+            parts.append([key[keep], count[keep], first_rank[keep], last_rank[keep]])
+    key = _take_column(parts, 0)
+    order = np.argsort(key)  # keys are distinct
+    key = key[order]
     table = pa.table(
         {
-            "src": edges["key"] // n,
-            "dst": edges["key"] % n,
-            "count": edges["count"],
-            "first_time": edges["first"],
-            "last_time": edges["last"],
+            "src": key // n,
+            "dst": key % n,
+            "count": _take_column(parts, 1)[order],
+            "first_time": time_values[_take_column(parts, 2)[order]],
+            "last_time": time_values[_take_column(parts, 3)[order]],
         }
     )
     stats = {
@@ -332,8 +389,8 @@ def copurchase_edges(
         "heavy_users_skipped": int(heavy.sum()),
         "pairs_enumerated": total_pairs,
         "distinct_pairs": int(distinct),
-        "pairs_below_threshold": int(distinct - edges.size),
-        "edges": int(edges.size),
+        "pairs_below_threshold": int(distinct - key.size),
+        "edges": int(key.size),
         "partitions": num_partitions,
         "spilled": int(spill),
     }
