@@ -149,8 +149,9 @@ def read_item_metadata(path: str | os.PathLike, wanted: Collection[str], bad_lin
                 records.append((number, {"parent_asin": block.table.column("parent_asin")[row].as_py(), "_error": str(error)}))
         for number, line in block.bad:
             match = _PARENT_ASIN.search(line)
-            if match is not None and match.group(1).decode(errors="replace") in wanted:
-                records.append((number, {"parent_asin": match.group(1).decode(), "_error": f"line {number} is malformed"}))
+            asin = match.group(1).decode(errors="replace") if match else None
+            if asin in wanted:
+                records.append((number, {"parent_asin": asin, "_error": f"line {number} is malformed"}))
         records.sort(key=lambda record: record[0])
         yield from (record for _, record in records)
 
