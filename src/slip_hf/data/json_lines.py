@@ -7,8 +7,8 @@ takes pandas' values: `"error"` stops at the first bad line with its file and li
 and counts them ([`BadLines`]).
 
 The fast path costs a clean file nothing: a block of whole lines (16 MB, 4 MB for gzip) at a time is parsed
-by one call of pyarrow's C++ reader (multi-threaded, with an explicit schema, so other fields are never materialised), while
-a background thread reads (and decompresses) the next block and finds its line ends. A block is clean when
+by one call of pyarrow's C++ reader (multi-threaded, with an explicit schema, so other fields are never
+materialised), while a background thread reads (and decompresses) the next block and finds its line ends. A block is clean when
 the parse succeeds, gives exactly one row per non-blank line and its strings are valid UTF-8. A block that
 is not clean is split in halves until each bad line stands alone, a binary search: k bad lines among n
 cost O(k log n) parses of ever smaller pieces. The count and the line numbers are exact.
