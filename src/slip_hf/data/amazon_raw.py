@@ -109,20 +109,19 @@ def download_raw_files(category: str, cache_dir: str | os.PathLike | None = None
 
 
 def iter_review_batches(
-    path: str | os.PathLike, columns: pa.Schema = REVIEW_SCHEMA, bad_lines: BadLines | None = None, whole_blocks: bool = False
+    path: str | os.PathLike, columns: pa.Schema = REVIEW_SCHEMA, bad_lines: BadLines | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of the review fields in `columns`, streamed from a review file.
+    """Record batches of the review fields in `columns`, streamed from a review file: one per parsed block
+    (~16 MB of lines) rather than the parser's ~1 MB pieces, so per-batch work is done a dozen times less often.
 
     Args:
         bad_lines: counts skipped bad lines (`on_bad_lines="skip"`); default: the first one raises.
-        whole_blocks: one batch per parsed block (~16 MB of lines) instead of the parser's ~1 MB pieces, so
-            per-batch work is done a dozen times less often.
 
     Raises:
         BadLineError: naming the file and the line, at the first bad line with `on_bad_lines="error"`.
     """
     for block in read_json_lines(path, columns, bad_lines):
-        yield from (block.table.combine_chunks() if whole_blocks else block.table).to_batches()
+        yield from block.table.combine_chunks().to_batches()
 
 
 def read_item_metadata(path: str | os.PathLike, wanted: Collection[str], bad_lines: BadLines | None = None) -> Iterator[dict]:

@@ -113,7 +113,7 @@ def read_purchases(
     stats = {"reviews": 0, "malformed_reviews": 0, "unverified_reviews": 0}
     parts = []
     bad_lines = BadLines(str(review_path), on_bad_lines)
-    for batch in iter_review_batches(review_path, bad_lines=bad_lines, whole_blocks=True):
+    for batch in iter_review_batches(review_path, bad_lines=bad_lines):
         stats["reviews"] += batch.num_rows
         user, asin, time = batch.column("user_id"), batch.column("parent_asin"), batch.column("timestamp")
         valid = pc.and_(

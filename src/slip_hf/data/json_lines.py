@@ -101,11 +101,11 @@ class BadLines:
         return {"file": Path(self.path).name, "skipped": self.count, "examples": self.examples, "truncated": self.truncated}
 
 
-def _nonblank_lines(data: memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where the non-blank lines of `data` are: `(starts, ends, indices among all lines)`. A blank line holds
-    JSON whitespace only; only lines that do not open with "{" are looked at byte by byte."""
+def _nonblank_lines(data: memoryview, newlines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the non-blank lines of `data` are: `(starts, ends, indices among all lines)`, given where its
+    newlines are. A blank line holds JSON whitespace only; only lines that do not open with "{" are looked at
+    byte by byte."""
     text = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(text == 10)
     starts = np.concatenate(([0], newlines + 1))
     ends = np.concatenate((newlines, [len(data)]))
     if starts[-1] == len(data):  # `data` ends with a newline: no line after it
@@ -126,13 +126,13 @@ class JsonLinesBlock:
         bad (`list[tuple[int, bytes]]`): the block's skipped bad lines, `(line number, line)`.
     """
 
-    def __init__(self, table: pa.Table, bad: list[tuple[int, bytes]], data: memoryview, first_line: int, rows: np.ndarray | None, lines=None):
+    def __init__(self, table: pa.Table, bad: list[tuple[int, bytes]], block: "_LineBlock", rows: np.ndarray | None, lines=None):
         self.table, self.bad = table, bad
-        self._data, self._first_line, self._rows, self._lines = data, first_line, rows, lines
+        self._block, self._rows, self._lines = block, rows, lines
 
     def _positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._lines is None:  # computed on demand: a clean block's reader never needs them
-            self._lines = _nonblank_lines(self._data)
+            self._lines = _nonblank_lines(self._block.data, self._block.newlines)
         if self._rows is not None:
             self._lines = tuple(column[self._rows] for column in self._lines)
             self._rows = None
@@ -141,12 +141,12 @@ class JsonLinesBlock:
     def line(self, row: int) -> bytes:
         """The raw text of row `row`'s line."""
         starts, ends, _ = self._positions()
-        return bytes(self._data[starts[row]:ends[row]])
+        return bytes(self._block.data[starts[row]:ends[row]])
 
     @property
     def line_numbers(self) -> np.ndarray:
         """The 1-based line number of each row, shape `(table.num_rows,)`."""
-        return self._first_line + self._positions()[2]
+        return self._block.first_line + self._positions()[2]
 
 
 class _Source:
@@ -217,6 +217,7 @@ class _LineBlock:
 
     data: memoryview
     num_lines: int
+    newlines: np.ndarray  # positions of the newlines in `data`
     objects_only: bool  # every line starts with "{": no line is blank
     first_line: int
     last: bool
@@ -248,13 +249,12 @@ def _line_blocks(source: _Source, block_bytes: int, spare: queue.SimpleQueue) ->
         if mask.size < cut:
             mask = np.empty(cut, dtype=bool)
         text = np.frombuffer(data, dtype=np.uint8)
-        line_starts = np.flatnonzero(np.equal(text, 10, out=mask[:cut])) + 1
-        if line_starts.size and line_starts[-1] == cut:  # the final newline starts no line
-            line_starts = line_starts[:-1]
+        newlines = np.flatnonzero(np.equal(text, 10, out=mask[:cut]))
+        line_starts = newlines[newlines < cut - 1] + 1  # the final newline starts no line
         num_lines = line_starts.size + (1 if cut else 0)
         objects_only = bool(cut) and text[0] == 123 and bool(np.all(text[line_starts] == 123))  # every line opens with "{"
         rest = bytes(buffer[cut:size])
-        yield _LineBlock(data, num_lines, objects_only, first_line, last, source.compressed_bytes_read(), buffer)
+        yield _LineBlock(data, num_lines, newlines, objects_only, first_line, last, source.compressed_bytes_read(), buffer)
         if last:
             return
         first_line += num_lines
@@ -337,11 +337,11 @@ def _parse_block(block: _LineBlock, schema: pa.Schema, bad_lines: BadLines, trun
     parsed = _parse(block.data, schema, _PARSER_BLOCK_BYTES)
     clean = not isinstance(parsed, str)
     if clean and block.objects_only and parsed.num_rows == block.num_lines:  # the fast path: one object per line
-        return JsonLinesBlock(parsed, [], block.data, block.first_line, None)
-    lines = _nonblank_lines(block.data)
+        return JsonLinesBlock(parsed, [], block, None)
+    lines = _nonblank_lines(block.data, block.newlines)
     starts, ends, offsets = lines
     if clean and parsed.num_rows == starts.size:  # blank lines only (a visible line gives one row or more)
-        return JsonLinesBlock(parsed, [], block.data, block.first_line, None, lines)
+        return JsonLinesBlock(parsed, [], block, None, lines)
     pieces: list[tuple[pa.Table, int, int]] = []
     bad: list[tuple[int, str]] = []
     if starts.size:
@@ -358,7 +358,7 @@ def _parse_block(block: _LineBlock, schema: pa.Schema, bad_lines: BadLines, trun
         skipped.append((number, bytes(block.data[starts[index]:ends[index]])))
     rows = np.concatenate([np.arange(low, high) for _, low, high in pieces]) if pieces else np.zeros(0, dtype=np.int64)
     table = pa.concat_tables([table for table, _, _ in pieces]) if pieces else schema.empty_table()
-    return JsonLinesBlock(table, skipped, block.data, block.first_line, rows, lines)
+    return JsonLinesBlock(table, skipped, block, rows, lines)
 
 
 def read_json_lines(
