@@ -47,7 +47,7 @@ from .clip_score import clip_t_scores
 from .copurchase import Purchases, copurchase_edges, read_purchases
 from .images import ImageDownloader
 from .items import load_items
-from .json_lines import ON_BAD_LINES
+from .json_lines import check_on_bad_lines
 from .kcore import kcore_bipartite, kcore_graph
 from .labels import assign_labels
 from .synthetic import load_synthetic_truth
@@ -116,8 +116,7 @@ class BuildConfig:
     license: str = field(default="other", metadata={"help": "License tag of the card (the source's terms apply)."})
 
     def __post_init__(self):
-        if self.on_bad_lines not in ON_BAD_LINES:
-            raise ValueError(f"on_bad_lines must be one of {', '.join(ON_BAD_LINES)}, got {self.on_bad_lines!r}.")
+        check_on_bad_lines(self.on_bad_lines)  # before any work, not at the first file read
         if self.kcore_on not in ("copurchase", "bipartite"):
             raise ValueError(f"kcore_on must be 'copurchase' or 'bipartite', got {self.kcore_on!r}.")
         if not (self.train_fraction > 0 and self.validation_fraction >= 0 and self.train_fraction + self.validation_fraction < 1):

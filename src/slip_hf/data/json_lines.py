@@ -50,6 +50,12 @@ _ROW_SUFFIX = re.compile(r" in row \d+$")
 _WHITESPACE = b" \t\r\n"  # JSON's whitespace
 
 
+def check_on_bad_lines(value: str) -> None:
+    """Raises `ValueError` unless `value` is one of [`ON_BAD_LINES`]."""
+    if value not in ON_BAD_LINES:
+        raise ValueError(f"on_bad_lines must be one of {', '.join(ON_BAD_LINES)}, got {value!r}.")
+
+
 class BadLineError(ValueError):
     """A bad line met with `on_bad_lines="error"`; the message names the file and the line."""
 
@@ -73,8 +79,7 @@ class BadLines:
     truncated: bool = False
 
     def __post_init__(self):
-        if self.on_bad_lines not in ON_BAD_LINES:
-            raise ValueError(f"on_bad_lines must be one of {', '.join(ON_BAD_LINES)}, got {self.on_bad_lines!r}.")
+        check_on_bad_lines(self.on_bad_lines)
 
     def add(self, line_number: int, reason: str) -> None:
         """Record one bad line (1-based number); raises [`BadLineError`] with `"error"`."""
@@ -397,4 +402,4 @@ def read_json_lines(
         source.close()
 
 
-__all__ = ["BLOCK_BYTES", "ON_BAD_LINES", "BadLineError", "BadLines", "JsonLinesBlock", "read_json_lines"]
+__all__ = ["BLOCK_BYTES", "ON_BAD_LINES", "BadLineError", "BadLines", "JsonLinesBlock", "check_on_bad_lines", "read_json_lines"]
