@@ -172,7 +172,8 @@ run_experiment(model_args, data_args, training_args)
 """
 
 
-def test_resume_after_sigkill_replays_the_same_augmented_batches(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_sigkill_replays_the_same_augmented_batches(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, workers):
     def run(output_dir: Path, *extra: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
         flags = [
             "--model_name_or_path", tiny_clip_checkpoint, "--dataset_name", str(graph_dataset_dir), "--output_dir",
@@ -180,7 +181,7 @@ def test_resume_after_sigkill_replays_the_same_augmented_batches(graph_dataset_d
             "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "no",
             "--learning_rate", "1e-3", "--graph_hidden_size", "32", "--max_text_length", "24", "--few_shot", "1",
             "--report_to", "none", "--disable_tqdm", "True", "--plots", "False", "--image_pipeline", "tensor",
-            "--augment", "True", "--seed", "3", *extra,
+            "--augment", "True", "--seed", "3", "--dataloader_num_workers", str(workers), *extra,
         ]
         env = {**os.environ, "KILL_AT_STEP": str(kill_at or -1)}
         return subprocess.run([sys.executable, "-c", _KILLABLE_RUN, *flags], env=env, capture_output=True, text=True, timeout=600)

@@ -157,3 +157,37 @@ def test_structxlip_without_an_image_processor_fails_clearly(tmp_path, slip_conf
 def test_unknown_scheduled_objective_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown objectives"):
         _args(tmp_path, objective_schedule=["structxlp_global"])
+
+
+def test_loaders_take_every_worker_setting_and_seed_each_worker_by_rank(tmp_path, slip_config, processed_nodes, node_graph):
+    import functools
+
+    from transformers.trainer_utils import seed_worker
+
+    args = _args(tmp_path, dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_prefetch_factor=3,
+                 dataloader_multiprocessing_context="fork", per_device_eval_batch_size=64)
+    trainer = SlipTrainer(model=_model(slip_config), args=args, graph=node_graph, train_dataset=processed_nodes,
+                          eval_dataset=processed_nodes)
+    loader = trainer.get_train_dataloader()
+    assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 3)
+    assert isinstance(loader.worker_init_fn, functools.partial) and loader.worker_init_fn.func is seed_worker
+    assert loader.worker_init_fn.keywords == {"num_workers": 2, "rank": 0}
+    assert trainer.get_eval_dataloader() is trainer.get_eval_dataloader()  # persistent workers: one eval loader
+    # the workers change where batches are made, not what they hold
+    serial = SlipTrainer(model=_model(slip_config), args=_args(tmp_path), graph=node_graph, train_dataset=processed_nodes)
+    batches, serial_batches = list(loader), list(serial.get_train_dataloader())
+    assert len(batches) == len(serial_batches) == 5
+    for batch, reference in zip(batches, serial_batches):
+        assert torch.equal(batch["node_ids"], reference["node_ids"]) and torch.equal(batch["edge_index"], reference["edge_index"])
+        assert torch.equal(batch["pixel_values"], reference["pixel_values"])
+
+
+def test_a_worker_run_trains_like_a_serial_run(tmp_path, slip_config, processed_nodes, node_graph):
+    runs = []
+    for workers in (0, 2):
+        trainer = SlipTrainer(model=_model(slip_config), args=_args(tmp_path / str(workers), dataloader_num_workers=workers,
+                                                                    max_steps=6, logging_steps=3),
+                              graph=node_graph, train_dataset=processed_nodes)
+        trainer.train()
+        runs.append([entry["loss"] for entry in trainer.state.log_history if "loss" in entry])
+    assert runs[0] == runs[1] and len(runs[0]) == 2

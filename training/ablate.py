@@ -10,7 +10,7 @@ Table 3 (`batch_size`): CLIP baseline vs SLIP at each batch size. Table 4 (`comp
 
 import sys
 
-from slip_hf.cli import ablate
+from slip_hf.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(ablate(sys.argv[1:]))
+    sys.exit(run_command("ablate", sys.argv[1:], prog="ablate.py"))

@@ -14,11 +14,13 @@ TrainingArguments + SLIP's discriminative LR, graph LR, hops, loss weights, samp
 
 import sys
 
-from slip_hf.cli import train
+from slip_hf.cli import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train(sys.argv[1:] if argv is None else argv, prog="run_slip.py")
+    """Errors caused by the input (a bad recipe key, a missing folder, bf16 without a GPU, a corrupt image in a
+    data worker) print one line and return 2, as `slip-hf train` does; `--debug` shows the traceback."""
+    return run_command("train", sys.argv[1:] if argv is None else argv, prog="run_slip.py")
 
 
 if __name__ == "__main__":

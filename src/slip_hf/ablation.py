@@ -193,7 +193,7 @@ def run_ablation(
         rows_o = {
             name: [
                 _with_aro(_run(model_args, data_args, training_args, out, label, seed, **changes), out / label / f"seed{seed}",
-                          ablation.aro_dir, data_args.max_text_length)
+                          ablation.aro_dir, data_args.max_text_length or 77)
                 for seed in ablation.seeds
             ]
             for name, (label, changes) in OBJECTIVE_SETS.items() if name in ablation.objective_sets

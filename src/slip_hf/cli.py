@@ -17,6 +17,7 @@
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,9 +158,10 @@ def demo(argv: Sequence[str]) -> int:
 def train(argv: Sequence[str], prog: str = "slip-hf train") -> int:
     import json
 
+    from .ablation import AblationArguments
     from .experiment import parse_arguments, run_experiment
 
-    model_args, data_args, training_args = parse_arguments(list(argv), prog=prog)
+    model_args, data_args, training_args = parse_arguments(list(argv), prog=prog, recipe_section=(AblationArguments,))
     results = run_experiment(model_args, data_args, training_args)
     if "test" in results:
         print(json.dumps({"test": results["test"]["retrieval"], "files": results["files"]}, indent=1))
@@ -192,6 +194,7 @@ class EvaluateArguments:
     graph_pool: str = field(
         default="split", metadata={"help": "Pool of the related-item and link-prediction metrics: 'split' or 'all' items."}
     )
+    num_workers: int = field(default=0, metadata={"help": "Data-loader processes that decode the images."})
 
 
 def evaluate(argv: Sequence[str]) -> int:
@@ -220,7 +223,7 @@ def evaluate(argv: Sequence[str]) -> int:
     node_graph = graph.node_graph()
     config = EvaluationConfig(
         text_column=args.text_column, max_text_length=args.max_text_length, few_shot=tuple(args.few_shot),
-        batch_size=args.batch_size, image_pipeline=args.image_pipeline,
+        batch_size=args.batch_size, image_pipeline=args.image_pipeline, num_workers=args.num_workers,
     )
     pool = graph.all_nodes() if args.graph_pool == "all" else None
     metrics, embeddings = evaluate_checkpoint(
@@ -306,11 +309,11 @@ def make_structure_benchmark(argv: Sequence[str]) -> int:
     return 0
 
 
-def ablate(argv: Sequence[str]) -> int:
+def ablate(argv: Sequence[str], prog: str = "slip-hf ablate") -> int:
     from .ablation import AblationArguments, run_ablation
     from .experiment import parse_arguments
 
-    ablation, model_args, data_args, training_args = parse_arguments(list(argv), prog="slip-hf ablate", extra=(AblationArguments,))
+    ablation, model_args, data_args, training_args = parse_arguments(list(argv), prog=prog, extra=(AblationArguments,))
     print(run_ablation(ablation, model_args, data_args, training_args)["markdown"])
     return 0
 
@@ -507,34 +510,69 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 USER_ERRORS = (OSError, ValueError, KeyError)
 """What a user's input causes (missing or unreadable files and folders, bad values, malformed data, a model or
 dataset that cannot be found); `slip-hf` prints these as one line. Anything else is a bug and keeps its
-traceback."""
+traceback, except a data worker that died (see [`user_error_line`])."""
+
+_QUOTES = "'\""
+_WORKER_ERROR = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
 
 
-def _one_line(error: BaseException) -> str:
+def user_error_line(error: BaseException) -> str | None:
+    """The one line that explains an error caused by the input or the machine, or `None` for a bug.
+
+    * `OSError`, `ValueError`, `KeyError`: their message, on one line;
+    * the same raised inside a DataLoader worker (torch re-raises it with the worker's whole traceback as the
+      message): the worker's number and the original message (e.g. a corrupt image, with its node id);
+    * a DataLoader worker that died (killed by the kernel for lack of memory, a segfault in a decoder): what
+      happened and what to change.
+    """
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, RuntimeError) and "DataLoader worker (pid" in text:
+        return (f"a data worker died ({' '.join(text.split())}); most often the machine ran out of memory: lower "
+                "--dataloader_num_workers, --dataloader_prefetch_factor or the batch size (the kernel log, `dmesg`, says "
+                "what killed it)")
+    if not isinstance(error, USER_ERRORS):
+        return None
+    worker = _WORKER_ERROR.match(text)
+    if worker:  # the original error is the traceback's last line: "ValueError: node 5: image cannot be decoded ..."
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        kind, _, message = last.partition(": ")
+        original = message if message and kind.split(".")[-1] == worker.group(1) else last
+        return f"data worker {worker.group(2)}: {original.strip(_QUOTES)}"
     return " ".join(text.split()) or type(error).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command. Expected user errors print `slip-hf <command>: error: ...` on stderr and exit with 2, as
-    argparse does for bad flags; `--debug` (or SLIP_HF_DEBUG=1) shows the traceback instead."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run_command(name: str, argv: Sequence[str], prog: str | None = None) -> int:
+    """Run command `name` of `COMMANDS` with slip-hf's error handling: an error caused by the input prints
+    `<prog>: error: ...` on one line of stderr and returns 2, as argparse does for bad flags; `--debug` (or
+    SLIP_HF_DEBUG=1) shows the traceback instead. `prog` defaults to `slip-hf <name>` (run_slip.py passes its own)."""
+    argv = list(argv)
     debug = "--debug" in argv or os.environ.get("SLIP_HF_DEBUG", "") not in ("", "0")
     argv = [arg for arg in argv if arg != "--debug"]
+    prog = prog or f"slip-hf {name}"
+    try:
+        return COMMANDS[name](argv, prog) if name in _TAKES_PROG else COMMANDS[name](argv)
+    except Exception as error:  # noqa: BLE001 - classified below; bugs are re-raised with their traceback
+        line = user_error_line(error)
+        if debug or line is None:
+            raise
+        print(f"{prog}: error: {line} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+_TAKES_PROG = {"train", "ablate"}
+"""Commands that scripts outside `slip-hf` also run (training/run_slip.py, training/ablate.py) under their own name."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command (see [`run_command`] for how errors are reported)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: slip-hf <command> [options] [--debug]\n\n{DESCRIPTION}")
         return 0 if argv else 2
-    command = COMMANDS.get(argv[0])
-    if command is None:
+    if argv[0] not in COMMANDS:
         print(f"slip-hf: error: unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    try:
-        return command(argv[1:])
-    except USER_ERRORS as error:
-        if debug:
-            raise
-        print(f"slip-hf {argv[0]}: error: {_one_line(error)} (--debug shows the traceback)", file=sys.stderr)
-        return 2
+    return run_command(argv[0], argv[1:])
 
 
 if __name__ == "__main__":

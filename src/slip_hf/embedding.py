@@ -12,10 +12,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .paths import require_folder
-from .pixels import decode_image
+from .pixels import decode_image, open_image
 
 
 def _features(output: Any) -> torch.Tensor:
@@ -40,6 +41,23 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+class ImageBatch:
+    """`collate_fn` of the image loader: load a batch of images and preprocess them, in the data workers.
+
+    With an image processor: `pixel_values` `(b, 3, h, w)`. Without one (the tensor image path): the decoded
+    `(3, H, W)` uint8 tensors, which a [`PixelPipeline`] preprocesses on the model's device.
+    """
+
+    def __init__(self, load_image: Callable[[Any], Image.Image], image_processor: Any | None):
+        self.load_image, self.image_processor = load_image, image_processor
+
+    def __call__(self, items: list[Any]) -> torch.Tensor | list[torch.Tensor]:
+        images = [self.load_image(item) for item in items]
+        if self.image_processor is None:  # decode_image converts to RGB itself
+            return [decode_image(image) for image in images]
+        return self.image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+
+
 @torch.no_grad()
 def encode_images(
     model: torch.nn.Module,
@@ -49,6 +67,7 @@ def encode_images(
     load_image: Callable[[Any], Image.Image] | None = None,
     desc: str = "image embeddings",
     pixel_pipeline: Any = None,
+    num_workers: int = 0,
 ) -> torch.Tensor:
     """Embed images.
 
@@ -57,23 +76,23 @@ def encode_images(
         image_processor: the model's image processor.
         images: PIL images, or anything `load_image` turns into one (e.g. file paths).
         batch_size: images per forward pass.
-        load_image: maps an element of `images` to a PIL image; default: identity for PIL images,
-            `Image.open` otherwise.
+        load_image: maps an element of `images` to a PIL image; default [`open_image`]. With `num_workers > 0` it
+            runs in the workers, so it must be picklable under the `spawn` start method (no lambda).
         pixel_pipeline: a [`PixelPipeline`] (the tensor image path): decode to uint8 and preprocess batched on
             the model's device instead of with `image_processor`.
+        num_workers: data-loader processes that load and preprocess (or decode) the images while the model
+            embeds the previous batch.
 
     Returns:
         `torch.FloatTensor` of shape `(N, d)` on the CPU, l2-normalised rows.
     """
-    load = load_image or (lambda image: image if isinstance(image, Image.Image) else Image.open(image))
     device = model_device(model)
+    collate = ImageBatch(load_image or open_image, None if pixel_pipeline is not None else image_processor)
+    loader = DataLoader(images, batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
     chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
-        batch = [load(image) for image in images[start : start + batch_size]]
-        if pixel_pipeline is not None:  # decode_image converts to RGB itself
-            pixel_values = pixel_pipeline([decode_image(image) for image in batch], device=device)
-        else:
-            pixel_values = image_processor(images=[image.convert("RGB") for image in batch], return_tensors="pt")["pixel_values"].to(device)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=len(images) <= batch_size):
+        pixel_values = pixel_pipeline(batch, device=device) if pixel_pipeline is not None else batch.to(device, non_blocking=True)
         chunks.append(F.normalize(_features(model.get_image_features(pixel_values=pixel_values)).float(), dim=-1).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
@@ -108,4 +127,4 @@ def encode_texts(
     return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
-__all__ = ["encode_images", "encode_texts", "load_dual_encoder", "model_device"]
+__all__ = ["ImageBatch", "encode_images", "encode_texts", "load_dual_encoder", "model_device"]

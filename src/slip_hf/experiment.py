@@ -5,6 +5,7 @@ plots and the model card.
 `training/run_slip.py`, `slip-hf train`, the demo and the ablations all call [`run_experiment`].
 """
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from .modeling_slip import SlipModel
 from .objectives import enabled_objectives, needs_scene_graphs, objective_weights
 from .paths import require_folder
 from .pixels import PixelPipeline
-from .processing import NodeTransform, RandomResizedCropFlip
+from .processing import NodeTransform, RandomResizedCropFlip, undecoded_images
 from .trainer import SlipTrainer, SlipTrainingArguments, apply_config_overrides
 
 
@@ -72,7 +73,9 @@ class DataArguments:
     text_column: str = field(default="title", metadata={"help": "Text modality: 'title' (paper) or 'description'."})
     image_column: str = field(default="image", metadata={"help": "Image column."})
     label_column: str = field(default="label", metadata={"help": "Category label column (aux loss, zero-shot)."})
-    max_text_length: int = field(default=77, metadata={"help": "Tokens per text."})
+    max_text_length: int | None = field(
+        default=None, metadata={"help": "Tokens per text; default: the text tower's positions (77 for OpenAI's CLIPs)."}
+    )
     augment: bool = field(default=True, metadata={"help": "Random resized crop + flip on training images."})
     few_shot: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "k of the k-shot linear probes."})
     test_split: str = field(default="test", metadata={"help": "Split evaluated at the end ('' to skip)."})
@@ -117,6 +120,15 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
     )
 
 
+def _text_length(requested: int | None, model: SlipModel) -> int:
+    """Tokens per text: `requested`, or the text tower's positions when not given (an error when it has fewer)."""
+    positions = model.config.get_text_config().max_position_embeddings
+    if requested is not None and requested > positions:
+        raise ValueError(f"max_text_length {requested} is more than the text tower's {positions} positions; pass "
+                         f"--max_text_length {positions} or less.")
+    return requested or positions
+
+
 def run_experiment(
     model_args: ModelArguments, data_args: DataArguments, training_args: SlipTrainingArguments, run_name: str | None = None
 ) -> dict[str, Any]:
@@ -138,6 +150,7 @@ def run_experiment(
     image_processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or model_args.model_name_or_path)
     model = _load_model(model_args, len(class_names), dict(enumerate(class_names)))
     apply_config_overrides(model.config, training_args)
+    data_args = dataclasses.replace(data_args, max_text_length=_text_length(data_args.max_text_length, model))
     graph = graph_data.node_graph(model.config)  # with the positive weights the config asks for
     scene_graphs = needs_scene_graphs(model.config)
     if scene_graphs:  # Structure-CLIP: parse every text once (cached by `datasets`)
@@ -159,8 +172,11 @@ def run_experiment(
             extra_columns=("negative_caption", "triples") if scene_graphs else (), decode_only=tensor_path,
         )
 
-    train = nodes["train"].with_transform(transform(data_args.augment))
-    validation = nodes["validation"].with_transform(transform(False)) if "validation" in nodes else None
+    def prepared(split: str, augment: bool):
+        return undecoded_images(nodes[split], data_args.image_column).with_transform(transform(augment))
+
+    train = prepared("train", data_args.augment)
+    validation = prepared("validation", False) if "validation" in nodes else None
     trainer = SlipTrainer(
         model=model, args=training_args, graph=graph, train_dataset=train, eval_dataset=validation, processing_class=tokenizer,
         image_processor=image_processor,
@@ -186,6 +202,7 @@ def run_experiment(
             text_column=data_args.text_column, image_column=data_args.image_column, label_column=data_args.label_column,
             max_text_length=data_args.max_text_length, few_shot=tuple(data_args.few_shot), seed=training_args.seed,
             batch_size=training_args.per_device_eval_batch_size, image_pipeline=data_args.image_pipeline,
+            num_workers=training_args.dataloader_num_workers,
         )
         test = nodes[data_args.test_split]
         pool = graph_data.all_nodes() if data_args.graph_pool == "all" else None
@@ -225,32 +242,33 @@ def run_experiment(
         card.save(output_dir / "README.md")
         results["files"]["model_card"] = str(output_dir / "README.md")
         (output_dir / "run_config.json").write_text(
-            json.dumps({"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()}, indent=1, default=str)
+            json.dumps({"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
+                        "world_size": trainer.accelerator.num_processes}, indent=1, default=str)
         )
         if training_args.push_to_hub and training_args.hub_model_id:
             results["hub_commit"] = push_model_to_hub(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo), token=training_args.hub_token)
     return results
 
 
-def parse_arguments(argv: list[str] | None = None, prog: str | None = None, extra: tuple[type, ...] = ()) -> tuple:
+def parse_arguments(
+    argv: list[str] | None = None, prog: str | None = None, extra: tuple[type, ...] = (), recipe_section: tuple[type, ...] = ()
+) -> tuple:
     """Parse `(*extra, ModelArguments, DataArguments, SlipTrainingArguments)` from the command line; a leading
-    `.yaml`/`.json` file gives defaults that later flags override
-    (`run_slip.py recipes/electronics.yaml --num_train_epochs 5`)."""
+    `.yaml`/`.json` recipe (`slip_hf.recipe`) gives defaults that later flags override
+    (`run_slip.py recipes/electronics.yaml --num_train_epochs 5`). The recipe's `ablation:` section is checked
+    against `recipe_section` (default: `extra`) and parsed only when those are among `extra`."""
     import sys
 
-    import yaml
     from transformers import HfArgumentParser
 
+    from .recipe import Recipe, is_recipe
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        with open(argv[0]) as handle:
-            values = yaml.safe_load(handle) or {}
-        flags: list[str] = []
-        for key, value in values.items():
-            flags.append(f"--{key}")
-            flags.extend(str(v) for v in value) if isinstance(value, list) else flags.append(str(value))
-        argv = flags + argv[1:]
-    parser = HfArgumentParser((*extra, ModelArguments, DataArguments, SlipTrainingArguments), prog=prog)
+    arguments = (ModelArguments, DataArguments, SlipTrainingArguments)
+    if argv and is_recipe(argv[0]):
+        section = recipe_section or extra
+        argv = Recipe.load(argv[0]).flags(arguments, section, with_ablation=bool(extra)) + argv[1:]
+    parser = HfArgumentParser((*extra, *arguments), prog=prog)
     return tuple(parser.parse_args_into_dataclasses(argv))
 
 

@@ -28,6 +28,7 @@ On the CPU the resizes run on uint8 tensors (torch's uint8 kernels are several t
 like PIL); elsewhere on float32.
 """
 
+import io
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,14 +40,31 @@ import torch.nn.functional as F
 from PIL import Image
 
 
-def decode_image(image: Any) -> torch.Tensor:
-    """A PIL image, a path or an encoded file -> `(3, H, W)` uint8 tensor (RGB). Raises `ValueError` for what
-    cannot be decoded."""
+def open_image(image: Any) -> Image.Image:
+    """A PIL image from what a dataset or a user holds: a PIL image, a `datasets.Image(decode=False)` value
+    (`{"bytes": ..., "path": ...}`), encoded bytes, a path or a file object. Raises `ValueError` for what cannot be
+    decoded (PIL raises several types for corrupt files)."""
+    if isinstance(image, Image.Image):
+        return image
     try:
-        if not isinstance(image, Image.Image):
-            image = Image.open(image)
+        if isinstance(image, dict):
+            image = io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"]
+        elif isinstance(image, (bytes, bytearray)):
+            image = io.BytesIO(image)
+        opened = Image.open(image)
+        opened.load()
+        return opened
+    except Exception as error:
+        raise ValueError(f"image cannot be decoded ({error}).") from error
+
+
+def decode_image(image: Any) -> torch.Tensor:
+    """What [`open_image`] takes -> `(3, H, W)` uint8 tensor (RGB). Raises `ValueError` for what cannot be
+    decoded."""
+    image = open_image(image)
+    try:
         array = np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only buffers
-    except Exception as error:  # PIL raises several types for corrupt files
+    except Exception as error:  # a truncated file fails only here
         raise ValueError(f"image cannot be decoded ({error}).") from error
     return torch.from_numpy(array).permute(2, 0, 1)
 
@@ -210,4 +228,4 @@ def _random_square(rng: np.random.Generator, height: int, width: int, scale: tup
     return left + (crop_w - side) // 2, top + (crop_h - side) // 2, side
 
 
-__all__ = ["PixelPipeline", "decode_image"]
+__all__ = ["PixelPipeline", "decode_image", "open_image"]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .pixels import decode_image
+from .pixels import decode_image, open_image
 
 
 class RandomResizedCropFlip:
@@ -37,6 +37,18 @@ class RandomResizedCropFlip:
         if random.random() < self.flip_probability:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
+
+
+def undecoded_images(dataset: Any, column: str = "image") -> Any:
+    """`dataset` with its `datasets.Image` column left encoded (`decode=False`), so that [`NodeTransform`] (or a
+    data worker) decodes each image itself and names the node of one that cannot be decoded; `datasets` would
+    raise PIL's bare error first. Other columns and datasets without such a column pass unchanged."""
+    from datasets import Image as ImageFeature
+
+    feature = getattr(dataset, "features", {}).get(column)
+    if isinstance(feature, ImageFeature) and feature.decode:
+        return dataset.cast_column(column, ImageFeature(decode=False))
+    return dataset
 
 
 class NodeTransform:
@@ -88,11 +100,11 @@ class NodeTransform:
 
     def _load_image(self, image: Any, node_id: Any) -> Image.Image:
         try:
-            if not isinstance(image, Image.Image):
-                image = Image.open(image)
-            image = image.convert("RGB")
-        except Exception as error:  # PIL raises several types for corrupt files
-            raise ValueError(f"node {node_id}: image cannot be decoded ({error}).") from error
+            image = open_image(image).convert("RGB")
+        except ValueError as error:
+            raise ValueError(f"node {node_id}: {error}") from None
+        except Exception as error:  # a truncated file fails only when its pixels are read
+            raise ValueError(f"node {node_id}: image cannot be decoded ({error}).") from None
         return self.image_augmentation(image) if self.image_augmentation is not None else image
 
     @staticmethod
@@ -128,4 +140,4 @@ class NodeTransform:
         return out
 
 
-__all__ = ["NodeTransform", "RandomResizedCropFlip"]
+__all__ = ["NodeTransform", "RandomResizedCropFlip", "undecoded_images"]

@@ -1,6 +1,10 @@
 """`SlipTrainer`: `transformers.Trainer` with graph-aware batches, the SLIP objective and its optimizer."""
 
 import dataclasses
+import functools
+import logging
+import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +22,28 @@ from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, ed
 from .objectives import OBJECTIVES, ObjectiveWeightSchedule, batch_preparers
 from .optimization import slip_parameter_groups
 from .pixels import PixelPipeline
+
+logger = logging.getLogger(__name__)
+
+
+def usable_cpu_count() -> int:
+    """CPU cores this process may run on (its affinity mask, which a scheduler or container may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _bf16_device_available() -> bool:
+    """Whether bf16 can run on an accelerator (CUDA, XPU, NPU, MPS, XLA), as `TrainingArguments` asks."""
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return is_torch_bf16_gpu_available() or is_torch_xla_available()
+
+
+def _node_ids(dataset) -> np.ndarray:
+    """The `node_id` column without the dataset's transform: reading it through `with_transform` would decode and
+    preprocess every image of the split, in the main process, each time a loader is made."""
+    plain = dataset.with_format(None) if hasattr(dataset, "with_format") else dataset
+    return np.asarray(plain["node_id"])
+
 
 # Training arguments that, when set, override the model config's field of the same name.
 _CONFIG_OVERRIDES = ("hops", "hop_mode", *(f"lambda_{name}" for name in OBJECTIVES))
@@ -128,7 +154,18 @@ class SlipTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not _bf16_device_available():
+            raise ValueError("bf16 needs a GPU or a CPU with bf16 support; pass --bf16 False or --use_cpu")
         super().__post_init__()
+        cores = usable_cpu_count()
+        if self.dataloader_num_workers > cores:
+            logger.warning(
+                f"dataloader_num_workers={self.dataloader_num_workers} is more than the {cores} CPU core(s) this process "
+                f"may use: the workers share them and feed the model no faster; --dataloader_num_workers {cores} or fewer "
+                "is enough here."
+            )
+            # torch says the same at every loader start, in a paragraph
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
         if self.batch_sampler not in ("graph", "uniform"):
             raise ValueError(f"batch_sampler must be 'graph' or 'uniform', got {self.batch_sampler!r}.")
         if self.global_graph_loss and not self.global_clip_loss:
@@ -224,6 +261,7 @@ class SlipTrainer(Trainer):
         self._loss_part_sums: dict[str, float] = defaultdict(float)
         self._loss_part_counts: dict[str, int] = defaultdict(int)
         self._eval_embeddings: dict[str, list[torch.Tensor]] | None = None
+        self._eval_loaders: dict[str, DataLoader] = {}
 
     # -- data -------------------------------------------------------------------------------------------
     def _graph_dataloader(self, dataset, batch_size: int, seed: int, is_training: bool) -> DataLoader:
@@ -233,7 +271,7 @@ class SlipTrainer(Trainer):
         batch_sampler = build_batch_sampler(
             self.args.batch_sampler,
             self.graph,
-            np.asarray(dataset["node_id"]),
+            _node_ids(dataset),
             batch_size,
             cluster_size=self.args.cluster_size,
             drop_last=self.args.dataloader_drop_last,
@@ -243,20 +281,31 @@ class SlipTrainer(Trainer):
         )
         if is_training:
             self._train_batch_sampler = batch_sampler  # its epoch seeds the augmentation of the tensor image path
-        loader = DataLoader(
-            dataset,
-            batch_sampler=batch_sampler,
-            collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
-            worker_init_fn=seed_worker if is_training else None,
-        )
+        loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator, **self._loader_options())
         if num_processes == 1:
             return self.accelerator.prepare(loader)
         # The sampler already gives each process its slice of every global batch: accelerate must only move
         # batches to the device, not shard them again.
         return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True)
+
+    def _loader_options(self) -> dict[str, Any]:
+        """The `DataLoader` settings of `TrainingArguments`, as `Trainer` passes them: workers seeded per worker
+        and per rank (`seed_worker(worker_id, num_workers, rank)`, transformers 5's signature), pinned memory on
+        CUDA, persistent workers, prefetch factor, start method and order."""
+        args, workers = self.args, self.args.dataloader_num_workers
+        options: dict[str, Any] = {
+            "num_workers": workers,
+            "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available(),
+            "in_order": args.dataloader_in_order,
+        }
+        if workers > 0:
+            options.update(
+                persistent_workers=args.dataloader_persistent_workers,
+                prefetch_factor=args.dataloader_prefetch_factor,
+                multiprocessing_context=args.dataloader_multiprocessing_context,
+                worker_init_fn=functools.partial(seed_worker, num_workers=workers, rank=args.process_index),
+            )
+        return options
 
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
@@ -264,13 +313,19 @@ class SlipTrainer(Trainer):
         return self._graph_dataloader(self.train_dataset, self._train_batch_size, self.args.seed, is_training=True)
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
-        if isinstance(eval_dataset, str):
-            eval_dataset = self.eval_dataset[eval_dataset]
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else eval_dataset
+        dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("SlipTrainer: evaluation requires an eval_dataset.")
+        # With persistent workers, every evaluation reuses one loader (and its workers), as `Trainer` does.
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if eval_dataset is None else None
+        if key is not None and self.args.dataloader_persistent_workers and key in self._eval_loaders:
+            return self._eval_loaders[key]
         # A fixed seed: every evaluation sees the same batches, so eval losses are comparable across epochs.
-        return self._graph_dataloader(dataset, self.args.eval_batch_size, seed=self.args.seed + 1, is_training=False)
+        loader = self._graph_dataloader(dataset, self.args.eval_batch_size, seed=self.args.seed + 1, is_training=False)
+        if key is not None and self.args.dataloader_persistent_workers:
+            self._eval_loaders[key] = loader
+        return loader
 
     def get_test_dataloader(self, test_dataset) -> DataLoader:
         return self.get_eval_dataloader(test_dataset)

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
+from PIL import Image
 
 from ..embedding import encode_images, encode_texts
 from ..graph_batching import NodeGraph
-from ..pixels import PixelPipeline
+from ..pixels import PixelPipeline, open_image
+from ..processing import undecoded_images
 from .classification import few_shot_linear_probe, zero_shot_classification
 from .graph_metrics import NodeEncoder, graph_metrics
 from .retrieval import alignment_score, retrieval_metrics
@@ -55,17 +57,35 @@ class EvaluationConfig:
     link_negatives: int = 100
     probe_epochs: int = 100
     image_pipeline: str = "processor"
+    num_workers: int = 0
+    """Data-loader processes that decode (and on the processor path preprocess) the images."""
+
+
+class RowImage:
+    """Row index -> the row's image, decoded (a picklable loader for the data workers of [`encode_images`]); an
+    image that cannot be decoded is an error that names its node."""
+
+    def __init__(self, dataset: Dataset, column: str):
+        columns = [column] + (["node_id"] if "node_id" in dataset.column_names else [])
+        self.dataset, self.column = undecoded_images(dataset.select_columns(columns), column), column
+
+    def __call__(self, index: int) -> Image.Image:
+        row = self.dataset[int(index)]
+        try:
+            return open_image(row[self.column])
+        except ValueError as error:
+            raise ValueError(f"node {row.get('node_id', index)}: {error}") from None
 
 
 def embed_split(model, image_processor, tokenizer, dataset: Dataset, config: EvaluationConfig) -> SplitEmbeddings:
     """Embed every node of `dataset` (images lazily, one batch at a time)."""
-    images = dataset.select_columns([config.image_column])
     was_training = model.training
     model.eval()
     pipeline = PixelPipeline.from_image_processor(image_processor) if config.image_pipeline == "tensor" else None
     image = encode_images(
         model, image_processor, range(len(dataset)), config.batch_size,
-        load_image=lambda index: images[int(index)][config.image_column], desc="eval images", pixel_pipeline=pipeline,
+        load_image=RowImage(dataset, config.image_column), desc="eval images",
+        pixel_pipeline=pipeline, num_workers=config.num_workers,
     )
     text = encode_texts(
         model, tokenizer, list(dataset[config.text_column]), max(config.batch_size, 256),
