@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from transformers import AutoModel, CLIPModel
@@ -119,3 +121,37 @@ def test_gradient_checkpointing_gives_the_same_gradients(slip_config, model_inpu
     for name, param in model.named_parameters():
         if name in expected:
             assert torch.allclose(param.grad, expected[name], atol=1e-6), name
+
+
+def _brute_force_eq5(embeds: torch.Tensor, positives: set[tuple[int, int]], scale: float) -> float:
+    """Eq. 5 with loops in float64: -1/|M+| sum over (i, j) in M+ of log softmax_j(scale * e_i . e_k)."""
+    e = embeds.double()
+    total = 0.0
+    for i, j in positives:
+        logits = [scale * float(e[i] @ e[k]) for k in range(e.size(0))]
+        top = max(logits)
+        total -= logits[j] - (top + math.log(sum(math.exp(x - top) for x in logits)))
+    return total / len(positives)
+
+
+@pytest.mark.parametrize("loss_on", ["z", "e", "both"])
+def test_graph_loss_on_z_e_or_both_equals_brute_force_eq5(clip_config, model_inputs, loss_on):
+    torch.manual_seed(0)
+    model = SlipModel(SlipConfig(clip_config=clip_config.to_dict(), graph_hidden_size=32, graph_loss_on=loss_on)).eval()
+    edges = torch.tensor([[0, 1, 3], [1, 2, 4]])
+    out = model(**model_inputs, edge_index=edges, return_loss=True)
+    positives = {(0, 1), (1, 0), (1, 2), (2, 1), (3, 4), (4, 3)}
+    scale = float(model.graph_logit_scale.exp())
+    on_z = _brute_force_eq5(out.node_embeds, positives, scale)
+    on_e = (_brute_force_eq5(out.image_embeds, positives, scale) + _brute_force_eq5(out.text_embeds, positives, scale)) / 2
+    expected = {"z": on_z, "e": on_e, "both": (on_z + on_e) / 2}[loss_on]
+    assert float(out.loss_graph) == pytest.approx(expected, rel=1e-5)
+
+
+def test_graph_loss_on_e_trains_the_encoders_through_the_structural_loss(clip_config, model_inputs):
+    torch.manual_seed(0)
+    model = SlipModel(SlipConfig(clip_config=clip_config.to_dict(), graph_hidden_size=32, graph_loss_on="e",
+                                 lambda_clip=0.0, lambda_aux=0.0))
+    model(**model_inputs, edge_index=torch.tensor([[0, 1], [1, 2]]), return_loss=True).loss.backward()
+    assert model.clip.visual_projection.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.vision_graph.parameters())  # Z takes no part

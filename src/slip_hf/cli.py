@@ -4,6 +4,7 @@
     slip-hf train recipe.yaml                           # = python training/run_slip.py recipe.yaml
     slip-hf evaluate --model_name_or_path runs/slip --dataset_name data/
     slip-hf ablate recipe.yaml --table components --seeds 0 1 2
+    slip-hf leaderboard runs/slip-seed0 runs/slip-seed1 runs/clip-seed0 runs/clip-seed1 --output_dir runs/
     slip-hf evaluate-aro --aro_dir aro/ --model_name_or_path runs/slip openai/clip-vit-base-patch16
     slip-hf make-structure-benchmark --dataset_dir data/ --out_dir product-aro/
     slip-hf generate-raw --raw-dir raw/                 # the embedded synthetic Amazon-schema raw files
@@ -33,9 +34,14 @@ Commands:
   evaluate        Evaluate a SLIP or plain CLIP checkpoint on a dataset split: retrieval (Table 2),
                   zero-/few-shot classification, alignment, related items, link prediction (optionally
                   of the relations after a temporal cut), plots.
-  ablate          The paper's ablations from a recipe: batch sizes with and without the graph (Table 3) and
-                  the components (Table 4), or the objectives (CLIP, SLIP, StructXLIP, Structure-CLIP and
-                  their combinations), several seeds, mean ± std (= python training/ablate.py).
+  ablate          The paper's ablations from a recipe: batch sizes with and without the graph (Table 3, with
+                  --equal_steps and --lr_scaling), the components (Table 4), the objectives (CLIP, SLIP,
+                  StructXLIP, Structure-CLIP and their combinations), the temporal variants or the structural
+                  loss on Z / E / both; several seeds, mean ± std, and the leaderboard of the rows
+                  (= python training/ablate.py).
+  leaderboard     One table of evidence from finished run folders: every method's headline number on every
+                  task (same-item, related items, link prediction, zero-/5-shot, ARO), mean ± std over
+                  seeds, best in bold, and a figure. No retraining.
   evaluate-aro    ARO (VG-Relation, VG-Attribution): does a model prefer the true caption over the same words
                   with subject/object or attributes swapped? SLIP and plain CLIP checkpoints.
   make-structure-benchmark
@@ -318,6 +324,63 @@ def ablate(argv: Sequence[str], prog: str = "slip-hf ablate") -> int:
     return 0
 
 
+def leaderboard(argv: Sequence[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from .evaluation.leaderboard import read_runs, write_leaderboard
+
+    parser = argparse.ArgumentParser(
+        prog="slip-hf leaderboard",
+        description="One table of evidence from finished runs (no retraining): each method's headline number on every "
+                    "task (same-item MRR and R@1, related-item MRR, link-prediction MRR of the mean embedding, Z and the "
+                    "GraphSAGE probe, zero-shot and 5-shot accuracy, ARO macro with --aro_dir), mean ± std over seeds, "
+                    "best in bold. Runs whose recorded settings agree but for the seed form one row. Writes "
+                    "leaderboard.md, leaderboard.png and leaderboard.json.",
+    )
+    parser.add_argument("run_dirs", nargs="+", help="run folders written by run_slip.py, slip-hf train or ablate "
+                        "(each with test_results.json and run_config.json); a folder of such folders is searched")
+    parser.add_argument("--aro_dir", default=None, help="also score every run on this ARO-format folder (cached per run)")
+    parser.add_argument("--output_dir", default=".", help="where the three files go (default: the current folder)")
+    args = parser.parse_args(argv)
+    folders = []
+    for name in args.run_dirs:
+        path = Path(name)
+        if not path.is_dir():
+            raise FileNotFoundError(f"run folder {path}: no such folder.")
+        found = [path] if (path / "test_results.json").is_file() else sorted(p.parent for p in path.rglob("test_results.json"))
+        if not found:
+            raise FileNotFoundError(f"run folder {path}: no test_results.json in it or below it.")
+        folders += found
+    rows = read_runs(folders)
+    if args.aro_dir:
+        _add_aro(rows, args.aro_dir)
+    markdown, markdown_path, figure_path = write_leaderboard(rows, args.output_dir, f"Leaderboard of {len(folders)} runs")
+    print(markdown)
+    print(f"written: {markdown_path}, {figure_path}, {Path(args.output_dir) / 'leaderboard.json'}")
+    return 0
+
+
+def _add_aro(rows: dict, aro_dir: str) -> None:
+    """Score each run on `aro_dir` (cached in the run folder by the benchmark's path and the weights' mtime)."""
+    import json
+    from pathlib import Path
+
+    from .evaluation.aro import aro_columns
+
+    for results in rows.values():
+        for result in results:
+            folder = Path(result["_folder"])
+            weights = folder / "model.safetensors"
+            key = f"{Path(aro_dir).resolve()}|{weights.stat().st_mtime_ns if weights.exists() else 0}"
+            cache = folder / "aro_results.json"
+            cached = json.loads(cache.read_text()) if cache.is_file() else {}
+            if cached.get("key") != key:
+                cached = {"key": key, "scores": aro_columns(str(folder), aro_dir)}
+                cache.write_text(json.dumps(cached, indent=1))
+            result["aro"] = cached["scores"]
+
+
 def toy_train(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="slip-hf toy-train",
@@ -501,6 +564,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "build-dataset": build_dataset,
     "import-graph": import_graph,
     "push-dataset": push_dataset,
+    "leaderboard": leaderboard,
     "toy-train": toy_train,
     "serve": serve,
     "publish": publish,

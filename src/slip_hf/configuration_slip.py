@@ -45,6 +45,11 @@ class SlipConfig(PreTrainedConfig):
     graph_loss_exclude_self (`bool`, *optional*, defaults to `False`):
         Eq. 5 normalises log P over k = 1..b, i.e. *including* the anchor itself (`False`, the paper).
         `True` drops the anchor from the softmax denominator (SupCon style).
+    graph_loss_on (`str`, *optional*, defaults to `"z"`):
+        What the structural loss (Eq. 5) pulls together: `"z"`, the fused node embeddings Z (the paper); `"e"`, the
+        CLIP-space embeddings used at query time, as the mean of Eq. 5 on the image embeddings E_v and on the text
+        embeddings E_t (image-image and text-text neighbour positives); `"both"`, the mean of the Z term and the E
+        term. The mask, the temperature and the weight `lambda_graph` are the same for all three.
     graph_loss_eps (`float`, *optional*, defaults to 1e-8):
         epsilon of Eq. 5's normaliser 1 / (|M+| + eps); a batch without edges gives a loss of exactly 0.
     positive_recency (`str`, *optional*, defaults to `"none"`):
@@ -138,6 +143,7 @@ class SlipConfig(PreTrainedConfig):
     graph_temperature_init: float = 0.07
     learnable_graph_temperature: bool = True
     graph_loss_exclude_self: bool = False
+    graph_loss_on: Literal["z", "e", "both"] = "z"
     graph_loss_eps: float = 1e-8
     positive_recency: Literal["none", "window", "decay"] = "none"
     positive_recency_days: float = 365.0
@@ -193,6 +199,8 @@ class SlipConfig(PreTrainedConfig):
             raise ValueError(f"hops must be >= 1, got {self.hops}.")
         if self.hop_mode not in ("within", "exact"):
             raise ValueError(f"hop_mode must be 'within' or 'exact', got {self.hop_mode!r}.")
+        if self.graph_loss_on not in ("z", "e", "both"):
+            raise ValueError(f"graph_loss_on must be 'z', 'e' or 'both', got {self.graph_loss_on!r}.")
         if self.positive_recency not in ("none", "window", "decay"):
             raise ValueError(f"positive_recency must be 'none', 'window' or 'decay', got {self.positive_recency!r}.")
         if self.positive_count_weighting not in ("none", "log", "linear"):

@@ -48,6 +48,11 @@ class ModelArguments:
     graph_num_heads: int = field(default=4, metadata={"help": "GAT attention heads."})
     graph_dropout: float = field(default=0.1, metadata={"help": "GAT dropout."})
     graph_loss_exclude_self: bool = field(default=False, metadata={"help": "SupCon-style Eq. 5 denominator (without the anchor)."})
+    graph_loss_on: Literal["z", "e", "both"] = field(
+        default="z",
+        metadata={"help": "What the structural loss pulls together: 'z' the node embeddings Z (the paper), 'e' the CLIP "
+                  "image and text embeddings used at query time, 'both' the mean of the two terms."},
+    )
     use_knowledge_encoder: bool = field(
         default=False, metadata={"help": "Structure-CLIP's Knowledge-Enhanced Encoder over each text's scene-graph triples."}
     )
@@ -110,6 +115,7 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
         graph_num_heads=model_args.graph_num_heads,
         graph_dropout=model_args.graph_dropout,
         graph_loss_exclude_self=model_args.graph_loss_exclude_self,
+        graph_loss_on=model_args.graph_loss_on,
         use_knowledge_encoder=model_args.use_knowledge_encoder,
         positive_recency=model_args.positive_recency,
         positive_recency_days=float(model_args.positive_recency_days),
@@ -192,7 +198,7 @@ def run_experiment(
     results: dict[str, Any] = {
         "train": train_output.metrics, "output_dir": str(output_dir), "files": {}, "objectives": enabled_objectives(model.config)
     }
-    results["log_history"] = trainer.state.log_history
+    results["log_history"], results["steps"] = trainer.state.log_history, trainer.state.global_step
     if validation is not None and training_args.eval_strategy != "no":
         results["validation"] = {k: v for k, v in trainer.evaluate().items()}
 
@@ -232,6 +238,7 @@ def run_experiment(
             **({"temporal_cut": data_args.temporal_cut} if data_args.temporal_cut else {}),
             **{key: getattr(trainer.model.config, key) for key in ("positive_recency", "positive_count_weighting")
                if getattr(trainer.model.config, key) != "none"},
+            **({"graph_loss_on": trainer.model.config.graph_loss_on} if trainer.model.config.graph_loss_on != "z" else {}),
             **{f"lambda_{name}": weight for name, weight in objective_weights(trainer.model.config).items() if weight},
         }
         card = build_model_card(

@@ -53,6 +53,8 @@ def build_model_card(
     ]
     for key, task_name, metrics in _GRAPH_EVAL_RESULTS:
         for kind, values in results.get(key, {}).items():
+            if values.get("collapsed"):  # no score to report (see graph_metrics)
+                continue
             eval_results += [
                 EvalResult(
                     task_type=key.replace("_", "-"), task_name=task_name, dataset_type=dataset_id,

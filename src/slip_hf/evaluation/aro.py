@@ -18,6 +18,7 @@ or attribute pairs (VG-Attribution, pairs with >= 25 cases, the reference's rule
 """
 
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -127,15 +128,34 @@ def evaluate_aro(
     return results
 
 
+def aro_columns(model_name_or_path: str, aro_dir: str | os.PathLike, max_length: int = 77) -> dict[str, float]:
+    """A checkpoint's ARO scores as report columns: `{"<task> macro": ..., "<task> all": ...}` for every task."""
+    scores = evaluate_aro(model_name_or_path, aro_dir, max_length=max_length)
+    return {f"{task} {kind}": value for task, r in scores.items() for kind, value in (("macro", r.macro_accuracy), ("all", r.accuracy))}
+
+
+_GROUP_NOUN = {"VG-Relation": "relation", "VG-Attribution": "pair"}
+
+
+def macro_unavailable(task: str) -> str:
+    """What a report prints for a task's macro accuracy when no group has the task's minimum of cases."""
+    return f"n/a (no {_GROUP_NOUN.get(task, 'group')} with ≥ {TASKS[task][2]} cases)"
+
+
 def aro_table(results: dict[str, dict[str, AroResult]]) -> str:
-    """`results[model][task]` as markdown: macro and overall accuracy per task."""
+    """`results[model][task]` as markdown: macro and overall accuracy per task (a macro average over no group is
+    "n/a", never `nan`; the overall accuracy is still given)."""
     tasks = sorted({task for by_task in results.values() for task in by_task})
     header = "| Model | " + " | ".join(f"{t} macro | {t} all" for t in tasks) + " |"
     lines = [header, "|---|" + "---:|---:|" * len(tasks)]
+
+    def macro(result: AroResult) -> str:
+        return macro_unavailable(result.task) if math.isnan(result.macro_accuracy) else f"{result.macro_accuracy:.3f}"
+
     for name, by_task in results.items():
-        cells = [f"{by_task[t].macro_accuracy:.3f} | {by_task[t].accuracy:.3f}" if t in by_task else "- | -" for t in tasks]
+        cells = [f"{macro(by_task[t])} | {by_task[t].accuracy:.3f}" if t in by_task else "- | -" for t in tasks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-__all__ = ["TASKS", "AroResult", "aro_accuracy", "aro_table", "evaluate_aro", "load_aro_cases", "score_cases"]
+__all__ = ["TASKS", "AroResult", "aro_accuracy", "aro_columns", "aro_table", "evaluate_aro", "load_aro_cases", "macro_unavailable", "score_cases"]

@@ -16,6 +16,7 @@ relations a model may see (the training graph), and `future`, the relations that
   image + text features (the multimodal graph benchmarks' protocol).
 """
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +32,8 @@ from .link_prediction import (
     train_link_probe,
 )
 from .related_items import related_item_metrics, relevant_candidates
+
+logger = logging.getLogger(__name__)
 
 NodeEncoder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """`(image (n, d), text (n, d), edge_index (2, E) in pool positions) -> Z (n, d')`."""
@@ -111,14 +114,30 @@ def graph_metrics(
     if probe_epochs > 0 and observed.size(1):
         nodes = train_link_probe(torch.cat([image, text], dim=1), observed, epochs=probe_epochs, seed=seed)
         scores["probe"] = (dot_scores(nodes, u, v), dot_scores(nodes, u[:, None], negatives))
-    results["link_prediction"] = {
-        kind: {**link_metrics(positive, negative), "num_negatives": count} for kind, (positive, negative) in scores.items()
-    }
+    results["link_prediction"] = {}
+    for kind, (positive, negative) in scores.items():
+        if kind == "probe" and scores_are_constant(positive, negative):
+            logger.warning(
+                "link prediction: the GraphSAGE probe collapsed: it gives every pair the same score, so each positive "
+                f"would tie with its {count} negatives (MRR 1/{count + 1} by construction). It is reported as collapsed, "
+                "not as a number; a probe trained longer (probe_epochs) or on more observed edges usually recovers."
+            )
+            results["link_prediction"][kind] = {"collapsed": True, "num_positives": int(positive.numel()), "num_negatives": count}
+            continue
+        results["link_prediction"][kind] = {**link_metrics(positive, negative), "num_negatives": count}
     return results
+
+
+def scores_are_constant(positive: torch.Tensor, negative: torch.Tensor, tolerance: float = 1e-6) -> bool:
+    """Whether a scorer gave (nearly) one score to every pair: its ranks then say nothing (every positive ties)."""
+    scores = torch.cat([positive.reshape(-1), negative.reshape(-1)]).double()
+    if not scores.numel():
+        return False
+    return float(scores.max() - scores.min()) <= tolerance * max(1.0, float(scores.abs().max()))
 
 
 def _both_directions(edges: torch.Tensor) -> torch.Tensor:
     return torch.cat([edges, edges.flip(0)], dim=1)
 
 
-__all__ = ["NodeEncoder", "graph_metrics", "pool_edges", "union_graph"]
+__all__ = ["NodeEncoder", "graph_metrics", "pool_edges", "scores_are_constant", "union_graph"]

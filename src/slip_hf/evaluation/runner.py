@@ -243,8 +243,13 @@ def graph_metric_table(runs: Mapping[str, Sequence[Mapping[str, Any]]], key: str
         if key not in results[0]:
             continue
         for kind in results[0][key]:
-            cells = [_mean_std([r[key][kind][metric] for r in results], 3) for _, metric in columns]
-            lines.append(f"| {model} | {kind} | " + " | ".join(cells) + " |")
+            scored = [r[key][kind] for r in results if not r[key].get(kind, {}).get("collapsed")]
+            if not scored:  # a probe whose scores were constant ranks nothing: no number to print
+                lines.append(f"| {model} | {kind} | probe collapsed (constant scores) |" + " |" * (len(columns) - 1))
+                continue
+            cells = [_mean_std([r[metric] for r in scored], 3) for _, metric in columns]
+            note = f" ({len(results) - len(scored)} of {len(results)} runs: probe collapsed)" if len(scored) < len(results) else ""
+            lines.append(f"| {model} | {kind}{note} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

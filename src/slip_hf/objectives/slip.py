@@ -26,10 +26,19 @@ class ClipObjective(Objective):
 
 
 class GraphObjective(Objective):
-    """Structural contrastive loss of Eq. 5 on Z, positives within `config.hops` hops (Eq. 2); weight
-    `lambda_graph`. With `config.weights_positives`, each positive weighs its edge's `edge_weight` (recency /
-    count, `slip_hf.positive_weights`). Reports `num_positive_pairs` (|M+| of the batch, or the sum of the
-    weights). `None` when the graph path is off."""
+    r"""Structural contrastive loss of Eq. 5, positives within `config.hops` hops (Eq. 2); weight `lambda_graph`.
+
+    `config.graph_loss_on` picks the embeddings it pulls together:
+
+    .. math::
+        \mathcal{L}_{graph} = egin{cases} \mathcal{L}_5(Z) & 	exttt{z} 	ext{ (the paper)} \
+        	frac12\left[\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)ight] & 	exttt{e} \
+        	frac12\left[\mathcal{L}_5(Z) + 	frac12\left(\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)ight)ight] & 	exttt{both}
+        \end{cases}
+
+    with one mask :math:`M^+` and one temperature. With `config.weights_positives`, each positive weighs its
+    edge's `edge_weight` (recency / count, `slip_hf.positive_weights`). Reports `num_positive_pairs` (|M+| of the
+    batch, or the sum of the weights). `None` when the graph path is off."""
 
     name = "graph"
     report_when_off = True
@@ -56,16 +65,22 @@ class GraphObjective(Objective):
             mask = hop_positive_mask(state.edges, z.size(0), config.hops, config.hop_mode, rows=anchors)
         positives = state.sum_over_processes(mask.sum()) if anchors is not None else mask.sum()
         state.diagnostics["num_positive_pairs"] = positives
-        loss = structural_contrastive_loss(
-            z if anchors is None else z[anchors],
-            mask,
-            state.model.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp(),
-            key_embeds=None if anchors is None else z,
-            self_index=anchors,
-            exclude_self=config.graph_loss_exclude_self,
-            eps=config.graph_loss_eps,
-            num_positives=positives,
-        )
+        scale = state.model.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp()
+
+        def eq5(embeds: torch.Tensor) -> torch.Tensor:
+            return structural_contrastive_loss(
+                embeds if anchors is None else embeds[anchors], mask, scale, key_embeds=None if anchors is None else embeds,
+                self_index=anchors, exclude_self=config.graph_loss_exclude_self, eps=config.graph_loss_eps,
+                num_positives=positives,
+            )
+
+        terms = []
+        if config.graph_loss_on in ("z", "both"):
+            terms.append(eq5(z))
+        if config.graph_loss_on in ("e", "both"):  # the CLIP-space embeddings of the same nodes as Z
+            image, text = (state.image_all, state.text_all) if state.graph_is_global else (state.image_embeds, state.text_embeds)
+            terms.append((eq5(image) + eq5(text)) / 2)
+        loss = terms[0] if len(terms) == 1 else (terms[0] + terms[1]) / 2
         return loss * state.world if anchors is not None else loss
 
 

@@ -1,0 +1,227 @@
+"""One table of evidence: every method's headline number on every task, mean ± std over its seeds.
+
+A *run* is the test-split results of one training run (`test_results.json` of a run folder, or what
+`run_experiment` returns). Runs are grouped into *methods*: [`read_runs`] groups run folders by the settings
+each recorded in `run_config.json` (everything but the seed and the folder), so the seeds of one setting form
+one row. [`leaderboard_table`] then writes one column per task, best mean in bold:
+
+| task | column | from the run's results |
+|---|---|---|
+| same-item retrieval (Table 2) | MRR, R@1 | `retrieval` |
+| related items | MRR of the mean embedding | `related_items.mean` |
+| link prediction | MRR of the mean embedding, of Z and of the GraphSAGE probe | `link_prediction` |
+| classification | zero-shot and 5-shot accuracy | `zero_shot`, `few_shot` |
+| ARO (when scored) | macro accuracy per task | `aro` |
+
+A number a run does not have (Z for CLIP, a probe that collapsed, ARO's macro without a group of 25 cases)
+is never averaged in: the cell says what is missing.
+"""
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .aro import macro_unavailable
+
+HEADLINES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Same-item MRR", ("retrieval", "mrr")),
+    ("Same-item R@1", ("retrieval", "recall_at_1")),
+    ("Related MRR (mean)", ("related_items", "mean", "mrr")),
+    ("Link MRR (mean)", ("link_prediction", "mean", "mrr")),
+    ("Link MRR (Z)", ("link_prediction", "Z", "mrr")),
+    ("Link MRR (probe)", ("link_prediction", "probe", "mrr")),
+    ("Zero-shot acc", ("zero_shot", "accuracy")),
+    ("5-shot acc", ("few_shot", "5shot_accuracy")),
+)
+"""Column name and the path of its number in a run's results; higher is better in every column."""
+
+# Settings that differ between the seeds of one method, or only name where a run was written.
+_PER_RUN_SETTINGS = {"seed", "data_seed", "run_name", "output_dir", "logging_dir", "resume_from_checkpoint", "hub_model_id"}
+
+
+def _lookup(results: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def headline_values(results: Mapping[str, Any]) -> dict[str, float | str | None]:
+    """`{column: value}` for one run: a float, `"collapsed"` for a link probe whose scores were constant, `"n/a"`
+    for ARO's macro without a group of enough cases, or `None` when the run has no such number."""
+    values: dict[str, float | str | None] = {}
+    for column, path in HEADLINES:
+        value = _lookup(results, path)
+        if value is None and path[0] == "link_prediction" and (_lookup(results, path[:2]) or {}).get("collapsed"):
+            value = "collapsed"
+        values[column] = value
+    aro = results.get("aro") or {}  # {"<task> macro": accuracy, "<task> all": accuracy}, as the ablation records it
+    for column in sorted(c for c in aro if c.endswith(" macro")):
+        macro = aro[column]
+        values[column] = "n/a" if macro is None or (isinstance(macro, float) and math.isnan(macro)) else macro
+    return values
+
+
+def _columns(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """The headline columns that some run has, in `HEADLINES` order, then the ARO columns."""
+    present: set[str] = set()
+    for runs in rows.values():
+        for run in runs:
+            present |= {c for c, v in headline_values(run).items() if v is not None}
+    order = [c for c, _ in HEADLINES]
+    return [c for c in order if c in present] + sorted(present - set(order))
+
+
+def leaderboard_summary(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`{method: {column: {"mean", "std", "n", "missing"}}}`: the statistics behind the table and the figure.
+    `n` counts the seeds that have a number; `missing` says why the others do not ("collapsed", "n/a")."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, runs in rows.items():
+        per_run = [headline_values(run) for run in runs]
+        summary[method] = {}
+        for column in _columns(rows):
+            numbers = [v[column] for v in per_run if isinstance(v.get(column), (int, float))]
+            reasons = sorted({v[column] for v in per_run if isinstance(v.get(column), str)})
+            summary[method][column] = {
+                "mean": float(np.mean(numbers)) if numbers else None, "std": float(np.std(numbers)) if numbers else None,
+                "n": len(numbers), "runs": len(runs), "missing": reasons,
+            }
+            if "n/a" in reasons:  # ARO's macro without a large enough group: the overall accuracy instead
+                overall = [(run.get("aro") or {}).get(column.replace(" macro", " all")) for run in runs]
+                summary[method][column]["overall"] = float(np.mean([v for v in overall if v is not None] or [np.nan]))
+    return summary
+
+
+def _cell(column: str, stats: Mapping[str, Any], best: bool) -> str:
+    if stats["mean"] is None:
+        if "collapsed" in stats["missing"]:
+            return "probe collapsed (constant scores)"
+        if "n/a" in stats["missing"]:
+            return f"{macro_unavailable(column.removesuffix(' macro'))[:-1]}; overall {stats['overall']:.3f})"
+        return "-"
+    text = f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if stats["n"] > 1 else "")
+    text = f"**{text}**" if best else text
+    if stats["n"] < stats["runs"]:
+        text += f" ({stats['runs'] - stats['n']} of {stats['runs']} {'/'.join(stats['missing']) or 'missing'})"
+    return text
+
+
+def leaderboard_table(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Markdown: one row per method (`rows[method]` = its runs' results), one column per headline number,
+    mean ± std over the runs, the best mean of each column in bold."""
+    summary = leaderboard_summary(rows)
+    columns = _columns(rows)
+    means = {c: [s[c]["mean"] for s in summary.values() if s[c]["mean"] is not None] for c in columns}
+    # the best mean in bold, unless every method has the same one
+    best = {c: max(m) if len(m) > 1 and not np.allclose(m, m[0]) else None for c, m in means.items()}
+    lines = ["| Method | Seeds | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for method, stats in summary.items():
+        cells = [_cell(c, stats[c], None not in (stats[c]["mean"], best[c]) and bool(np.isclose(stats[c]["mean"], best[c])))
+                 for c in columns]
+        lines.append(f"| {method} | {len(rows[method])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_leaderboard(rows: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Path:
+    """Grouped bars, one group per headline number and one bar per method, with ± std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = leaderboard_summary(rows)
+    columns = _columns(rows)
+    methods = list(summary)
+    width = 0.8 / max(len(methods), 1)
+    figure, axes = plt.subplots(figsize=(max(8, 1.4 * len(columns) + 2), 5.2 + 0.25 * ((len(methods) + 2) // 3)))
+    positions = np.arange(len(columns))
+    for index, method in enumerate(methods):
+        stats = [summary[method][c] for c in columns]
+        means = [s["mean"] if s["mean"] is not None else 0.0 for s in stats]
+        errors = [s["std"] if s["std"] is not None else 0.0 for s in stats]
+        bars = axes.bar(positions + (index - (len(methods) - 1) / 2) * width, means, width, yerr=errors, capsize=3,
+                        label=f"{method} ({len(rows[method])} seed{'s' if len(rows[method]) != 1 else ''})")
+        for bar, s in zip(bars, stats):
+            if s["mean"] is None:  # say why there is no bar
+                why = "collapsed" if "collapsed" in s["missing"] else "n/a" if "n/a" in s["missing"] else "none"
+                axes.text(bar.get_x() + bar.get_width() / 2, 0.01, why, rotation=90, ha="center", va="bottom", fontsize=7)
+    axes.set_xticks(positions, [c.replace(" (", "\n(") for c in columns], fontsize=8)
+    axes.set_ylabel("score (higher is better)")
+    axes.set_ylim(0, min(1.05, max([1e-3] + [s["mean"] + (s["std"] or 0) for m in summary.values() for s in m.values()
+                                              if s["mean"] is not None]) * 1.15))
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title("slip_hf leaderboard: mean ± std over seeds")
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(len(methods), 3), frameon=False)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_leaderboard(rows: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str | os.PathLike,
+                      title: str = "Leaderboard") -> tuple[str, Path, Path]:
+    """`leaderboard.md`, `leaderboard.png` and `leaderboard.json` (the statistics) in `out_dir`; returns the
+    markdown and the two paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = f"## {title}\n\n{leaderboard_table(rows)}\n"
+    markdown_path, figure_path = out_dir / "leaderboard.md", out_dir / "leaderboard.png"
+    markdown_path.write_text(markdown)
+    (out_dir / "leaderboard.json").write_text(json.dumps(leaderboard_summary(rows), indent=1))
+    plot_leaderboard(rows, figure_path)
+    return markdown, markdown_path, figure_path
+
+
+def _settings(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """A run's recorded settings without those that differ between seeds or only name its folder."""
+    flat = {**config.get("model", {}), **config.get("data", {}), **config.get("training", {})}
+    text = str(folder)
+    return {k: v for k, v in flat.items()
+            if k not in _PER_RUN_SETTINGS and not (isinstance(v, str) and text and text in v)}
+
+
+def read_run(folder: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """`(name, settings, test results)` of a run folder written by `run_slip.py` / `slip-hf train` / `ablate`; the
+    results carry the folder as `_folder`."""
+    folder = Path(folder)
+    results_file, config_file = folder / "test_results.json", folder / "run_config.json"
+    for path in (results_file, config_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"run {folder}: no {path.name} (a folder written by run_slip.py, slip-hf train or ablate).")
+    results = json.loads(results_file.read_text())
+    name, runs = next(iter(results.items()))
+    return name, _settings(json.loads(config_file.read_text()), folder.resolve()), {**runs[0], "_folder": str(folder)}
+
+
+def read_runs(folders: Sequence[str | os.PathLike]) -> dict[str, list[dict[str, Any]]]:
+    """Run folders grouped into methods: runs whose recorded settings agree (all but the seed) form one method,
+    named by the run's name (`SLIP`, `CLIP (fine-tuned)`, an ablation row's label) plus, where several methods
+    share a name, the settings that tell them apart."""
+    groups: dict[str, tuple[str, dict, list[dict]]] = {}
+    for folder in folders:
+        name, settings, results = read_run(folder)
+        key = json.dumps(settings, sort_keys=True, default=str)
+        groups.setdefault(key, (name, settings, []))[2].append(results)
+    by_name: dict[str, list[tuple[dict, list[dict]]]] = {}
+    for name, settings, results in groups.values():
+        by_name.setdefault(name, []).append((settings, results))
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name, members in by_name.items():
+        differing = sorted({k for s, _ in members for k in s if len({json.dumps(m.get(k), default=str) for m, _ in members}) > 1})
+        for settings, results in members:
+            label = name if len(members) == 1 else f"{name} ({', '.join(f'{k}={settings.get(k)}' for k in differing[:3])})"
+            rows[label] = results
+    return rows
+
+
+__all__ = ["HEADLINES", "headline_values", "leaderboard_summary", "leaderboard_table", "plot_leaderboard", "read_run",
+           "read_runs", "write_leaderboard"]
