@@ -4,7 +4,9 @@ each hit, and compare with a second model.
 Which model(s) and dataset: the `models:` and `datasets:` of this folder's README.md front matter (`slip-hf
 publish` writes them), or the environment variables SLIP_MODELS (one or two, space-separated) and
 SLIP_DATASET; SLIP_CONFIG and SLIP_SPLIT pick the dataset config and split ("all" for every split), and
-SLIP_CACHE_DIR where the embeddings are cached (default: .slip_space_cache next to this file).
+SLIP_CACHE_DIR where the embeddings are cached (default: .slip_space_cache next to this file). The page shows how
+to load the first model in code, with its plain-CLIP export (`slip_clip_export:` in the front matter, or
+SLIP_CLIP_EXPORT) in transformers' pipeline and sentence-transformers.
 Locally: `python app.py`, or `slip-hf serve --model ... --dataset ...`.
 """
 
@@ -20,13 +22,16 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     card = metadata_load(HERE / "README.md") or {}
-    models = os.environ.get("SLIP_MODELS", " ".join(card.get("models", []))).split()
+    clip_export = os.environ.get("SLIP_CLIP_EXPORT") or card.get("slip_clip_export")
+    # the card links the plain-CLIP export too; it has the SLIP model's embeddings, so it is not a second model
+    models = [m for m in os.environ.get("SLIP_MODELS", " ".join(card.get("models", []))).split() if m != clip_export]
     dataset = os.environ.get("SLIP_DATASET") or next(iter(card.get("datasets", [])), None)
     if not models or not dataset:
         raise SystemExit("app.py: set the Space's models and dataset (README.md front matter, or SLIP_MODELS and SLIP_DATASET).")
     page = load_space(
         models[:2], dataset, config=os.environ.get("SLIP_CONFIG", "electronics"), split=os.environ.get("SLIP_SPLIT", "test"),
         cache_dir=os.environ.get("SLIP_CACHE_DIR", HERE / ".slip_space_cache"),
+        clip_export=clip_export,
     )
     build_space(page).queue().launch()
 

@@ -11,6 +11,7 @@
     slip-hf build-dataset --raw-dir raw/ --out data/    # raw files -> amazon-copurchase-mm dataset
     slip-hf push-dataset --dataset-dir data/ --repo-id you/amazon-copurchase-mm
     slip-hf toy-train                                   # a minute of SLIP training on a toy graph
+    slip-hf export --model_dir runs/slip --format clip --out_dir slip-clip   # for pipelines and sentence-transformers
     slip-hf serve --model runs/slip runs/clip --dataset data/   # the Space's page, locally
     slip-hf publish --model_dir runs/slip --dataset_dir data/ --model_repo ... --dataset_repo ... --space_repo ...
     slip-hf <command> --help
@@ -39,6 +40,9 @@ Commands:
                   StructXLIP, Structure-CLIP and their combinations), the temporal variants or the structural
                   loss on Z / E / both; several seeds, mean ± std, and the leaderboard of the rows
                   (= python training/ablate.py).
+  export          A trained model as a plain CLIP checkpoint (CLIPModel, pipeline("zero-shot-image-
+                  classification"), SentenceTransformer; the embeddings are exactly SLIP's), or remote code for
+                  a SLIP checkpoint saved by slip_hf < 0.2.0.
   leaderboard     One table of evidence from finished run folders: every method's headline number on every
                   task (same-item, related items, link prediction, zero-/5-shot, ARO), mean ± std over
                   seeds, best in bold, and a figure. No retraining.
@@ -381,6 +385,51 @@ def _add_aro(rows: dict, aro_dir: str) -> None:
             result["aro"] = cached["scores"]
 
 
+@dataclass
+class ExportArguments:
+    """`slip-hf export`: a trained model for the tools that do not import slip_hf."""
+
+    model_dir: str = field(metadata={"help": "The trained SLIP model's folder (run_slip.py's output_dir)."})
+    format: str = field(
+        default="clip",
+        metadata={"help": "'clip': the towers as a plain CLIPModel checkpoint with its CLIPProcessor, loadable by "
+                  "CLIPModel.from_pretrained, pipeline('zero-shot-image-classification') and SentenceTransformer. "
+                  "'remote_code': add the code files and auto_map to a SLIP checkpoint saved by slip_hf < 0.2.0, so "
+                  "that AutoModel.from_pretrained(..., trust_remote_code=True) loads it without slip_hf."},
+    )
+    out_dir: str | None = field(default=None, metadata={"help": "Where to write (required for 'clip'; 'remote_code' "
+                                                                "defaults to model_dir, in place)."})
+    slip_repo: str | None = field(default=None, metadata={"help": "Hub id of the SLIP model, for the export card's link back."})
+    widget_image: str | None = field(default=None, metadata={"help": "Image URL for the Hub widget of the export card."})
+
+
+def export(argv: Sequence[str]) -> int:
+    from .interop import export_clip
+    from .remote_code import add_remote_code
+
+    args = _parse_config(
+        ExportArguments, "slip-hf export",
+        "Export a trained SLIP model for tools that speak CLIP (--format clip: transformers' CLIPModel and pipelines, "
+        "sentence-transformers; the embeddings are exactly SLIP's) or give an older SLIP checkpoint the remote code "
+        "that lets transformers load it without slip_hf (--format remote_code).", argv,
+    )
+    if args.format == "remote_code":
+        files = add_remote_code(args.model_dir, args.out_dir)
+        print(f"{args.out_dir or args.model_dir}: auto_map and {len(files)} code files ({', '.join(files)}); load it with "
+              "AutoModel.from_pretrained(path, trust_remote_code=True)")
+        return 0
+    if args.format != "clip":
+        raise ValueError(f"--format must be 'clip' or 'remote_code', got {args.format!r}.")
+    if not args.out_dir:
+        raise ValueError("--format clip needs --out_dir (the export folder).")
+    result = export_clip(args.model_dir, args.out_dir, slip_repo=args.slip_repo, widget_image=args.widget_image)
+    print(f"{result.source_type} model {args.model_dir} -> plain CLIP in {result.out_dir} ({len(result.files)} files: "
+          f"{', '.join(result.files)})")
+    for item in result.left_out:
+        print(f"left out: {item}")
+    return 0
+
+
 def toy_train(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="slip-hf toy-train",
@@ -508,11 +557,17 @@ class PublishArguments:
     dataset_repo: str = field(metadata={"help": "Dataset repo id, e.g. you/amazon-copurchase-mm."})
     space_repo: str = field(metadata={"help": "Space repo id, e.g. you/slip-search."})
     space_dir: str = field(default="hub/space", metadata={"help": "The Space's folder (app.py, requirements.txt, README.md)."})
+    clip_repo: str | None = field(
+        default=None, metadata={"help": "Also upload the model's plain-CLIP export (slip-hf export --format clip) to this "
+                                "model repo, e.g. you/slip-electronics-clip, for pipelines and sentence-transformers."}
+    )
     dry_run: bool = field(default=False, metadata={"help": "List every file and its target repo; upload nothing."})
     private: bool = field(default=False, metadata={"help": "Create private repos."})
 
 
 def publish(argv: Sequence[str]) -> int:
+    import tempfile
+
     from .space.publish import plan_publish
     from .space.publish import publish as upload
 
@@ -521,17 +576,19 @@ def publish(argv: Sequence[str]) -> int:
         "Upload a trained model (with its card), its dataset and the Space to the Hugging Face Hub; the Space's "
         "card is pointed at the two. --dry_run lists what would go where.", argv,
     )
-    uploads = plan_publish(args.model_dir, args.dataset_dir, args.space_dir, args.model_repo, args.dataset_repo, args.space_repo)
-    for item in uploads:
-        files = item.files()
-        print(f"{item.repo_type} {item.repo_id} <- {item.folder} ({len(files)} files)")
-        for name in files:
-            print(f"  {name}")
-    if args.dry_run:
-        print("dry run: nothing uploaded.")
-        return 0
-    for url in upload(uploads, private=args.private):
-        print(url)
+    with tempfile.TemporaryDirectory(prefix="slip_publish_") as staging:
+        uploads = plan_publish(args.model_dir, args.dataset_dir, args.space_dir, args.model_repo, args.dataset_repo,
+                               args.space_repo, args.clip_repo, staging)
+        for item in uploads:
+            files = item.files()
+            print(f"{item.repo_type} {item.repo_id} <- {item.folder} ({len(files)} files)")
+            for name in files:
+                print(f"  {name}")
+        if args.dry_run:
+            print("dry run: nothing uploaded.")
+            return 0
+        for url in upload(uploads, private=args.private):
+            print(url)
     return 0
 
 
@@ -565,6 +622,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "import-graph": import_graph,
     "push-dataset": push_dataset,
     "leaderboard": leaderboard,
+    "export": export,
     "toy-train": toy_train,
     "serve": serve,
     "publish": publish,

@@ -66,9 +66,10 @@ def build_model_card(
     data = ModelCardData(
         language=["en"],
         license="apache-2.0",
+        # transformers loads it (remote code, `auto_map`); no pipeline takes a SlipModel, so no pipeline_tag or
+        # widget: `slip-hf export --format clip` makes the CLIP checkpoint that pipelines load
         library_name="transformers",
-        pipeline_tag="feature-extraction",
-        tags=["slip", "clip", "graph-neural-network", "vision-language", "contrastive-learning", "co-purchase"],
+        tags=["slip", "clip", "graph-neural-network", "vision-language", "contrastive-learning", "co-purchase", "custom_code"],
         datasets=[dataset_id] if "/" in dataset_id else None,
         base_model=base_model if base_model and "/" in base_model and not os.path.exists(base_model) else None,
         model_name=model_name,
@@ -85,7 +86,11 @@ attention stack per modality), and an auxiliary category loss. Trained with
 `slip_hf` on `{dataset_id}` (config `{dataset_config}`).
 {f"Initialised from `{base_model}`." if base_model else ""}
 
-Retrieval needs no graph: the CLIP towers give the embeddings.
+Retrieval needs no graph: the CLIP towers give the embeddings. The model loads without slip_hf through its
+remote code (torch_geometric is the one extra requirement):
+`AutoModel.from_pretrained("{model_name}", trust_remote_code=True)`. For pipelines and sentence-transformers,
+`slip-hf export --model_dir {model_name} --format clip --out_dir {model_name}-clip` writes the towers as a plain
+CLIP checkpoint with the same embeddings.
 
 ```python
 import torch

@@ -178,6 +178,20 @@ class SlipPreTrainedModel(PreTrainedModel):
                 "re-initialise the mismatched parameters, or load without the conflicting settings."
             ) from error
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the code that defines the model (`slip_hf.remote_code`), generated
+        from the package's own modules, and `auto_map` in `config.json`: `AutoModel.from_pretrained(save_directory,
+        trust_remote_code=True)` then loads it in a Python without slip_hf (torch_geometric is still needed)."""
+        from .remote_code import AUTO_MAP, package_version, write_remote_code
+
+        self.config.auto_map = dict(AUTO_MAP)
+        if package_version() is not None:  # which slip_hf wrote it (not known to a remote-code copy)
+            self.config.slip_hf_version = package_version()
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory, type(self.config), SlipModel)
+        return result
+
     def _init_weights(self, module: nn.Module) -> None:
         """Glorot for GAT weights and attention vectors (as torch_geometric does), Xavier for the fusion, the
         classifier and the knowledge encoder, identity LayerNorm, and the configured graph temperature. CLIP's

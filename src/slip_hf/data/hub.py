@@ -43,6 +43,11 @@ class CopurchaseGraph:
         """Every split's nodes in one `Dataset` (train, validation, test order)."""
         return concatenate_datasets(list(self.nodes.values()))
 
+    def node_table(self) -> Dataset:
+        """Every node in one `Dataset`, row i = node i (node ids are 0..N-1 across the splits): what a node id, e.g.
+        a PyG batch's `n_id`, indexes."""
+        return self.all_nodes().sort("node_id")
+
     def node_graph(self, config=None) -> NodeGraph:
         """The undirected graph over `node_id` (the batch sampler's input), with the structural loss's positive
         weights when `config` (a [`SlipConfig`]) asks for them (`slip_hf.positive_weights`; recency is measured

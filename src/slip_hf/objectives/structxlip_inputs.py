@@ -194,7 +194,10 @@ def render_edge_maps(
     Returns:
         `(edge_pixel_values (b, 3, H, W), edge_fraction (b,), region_edge_fraction (b, R*R))`.
     """
-    from kornia.filters import canny
+    try:  # optional outside training (remote code loads the model without it)
+        from kornia.filters import canny
+    except ImportError as error:
+        raise ImportError("StructXLIP's edge maps need kornia: pip install kornia (slip_hf installs it).") from error
 
     mean = torch.tensor(image_mean, dtype=torch.float32, device=pixel_values.device).view(1, -1, 1, 1)
     std = torch.tensor(image_std, dtype=torch.float32, device=pixel_values.device).view(1, -1, 1, 1)

@@ -20,13 +20,30 @@ def _warning(message: str) -> str:
     return f"**⚠ {message}**"
 
 
-class SpacePage:
-    """The page's state and handlers: a catalogue and one or two model indexes."""
+def usage_markdown(model: str, clip_export: str | None = None) -> str:
+    """How to use the page's model in code, one line per tool: the plain-CLIP export (`slip-hf export`) in
+    transformers' pipeline and sentence-transformers, and the SLIP model itself through remote code."""
+    lines = []
+    if clip_export:
+        lines += [
+            "from transformers import pipeline",
+            f'classify = pipeline("zero-shot-image-classification", model="{clip_export}")',
+            "from sentence_transformers import SentenceTransformer",
+            f'embed = SentenceTransformer("{clip_export}")          # embed.encode([image]), embed.encode(["usb-c charger"])',
+        ]
+    lines += ["from transformers import AutoModel",
+              f'slip = AutoModel.from_pretrained("{model}", trust_remote_code=True)   # + node embeddings Z (torch_geometric)']
+    return "```python\n" + "\n".join(lines) + "\n```"
 
-    def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex]):
+
+class SpacePage:
+    """The page's state and handlers: a catalogue and one or two model indexes, and how to use the first model in
+    code (`usage`, markdown)."""
+
+    def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex], usage: str = ""):
         if not indexes:
             raise ValueError("a Space needs at least one model.")
-        self.catalog, self.indexes = catalog, list(indexes)
+        self.catalog, self.indexes, self.usage = catalog, list(indexes), usage
 
     # -- rendering ------------------------------------------------------------------------------------------
     def _gallery(self, rows: Sequence[int]) -> list[tuple[Image.Image, str]]:
@@ -138,6 +155,9 @@ def build_space(page: SpacePage, title: str = "SLIP: products that know what goe
                     by_image = gr.Button("Find it by its image", elem_id="by-image")
         neighbours = gr.Gallery(label="Bought together (click to move through the graph)", columns=6, height=240,
                                 allow_preview=False, elem_id="neighbours")
+        if page.usage:
+            with gr.Accordion("Use this model in your code", open=False):
+                gr.Markdown(page.usage, elem_id="usage")
 
         item_outputs = [current, item_image, item_info, neighbours, neighbour_rows]
 
@@ -162,9 +182,10 @@ def build_space(page: SpacePage, title: str = "SLIP: products that know what goe
 
 def load_space(
     models: Sequence[str], dataset: str, config: str = "electronics", split: str = "test",
-    cache_dir: str | os.PathLike = ".slip_space_cache", max_text_length: int | None = None,
+    cache_dir: str | os.PathLike = ".slip_space_cache", max_text_length: int | None = None, clip_export: str | None = None,
 ) -> SpacePage:
-    """Check the inputs, load the catalogue and every model's index (embedding it once, then from the cache)."""
+    """Check the inputs, load the catalogue and every model's index (embedding it once, then from the cache).
+    `clip_export`: the first model's plain-CLIP export (a Hub id), shown in the page's usage lines."""
     for model in models:
         require_folder(model, "model")
     require_folder(dataset, "dataset")
@@ -173,7 +194,7 @@ def load_space(
     if len(set(names)) < len(names):
         names = [f"{name} ({number + 1})" for number, name in enumerate(names)]
     indexes = [load_index(model, catalog, cache_dir, name, max_text_length=max_text_length) for model, name in zip(models, names)]
-    return SpacePage(catalog, indexes)
+    return SpacePage(catalog, indexes, usage_markdown(models[0], clip_export))
 
 
-__all__ = ["SpacePage", "build_space", "load_space"]
+__all__ = ["SpacePage", "build_space", "load_space", "usage_markdown"]
