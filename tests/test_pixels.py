@@ -84,6 +84,29 @@ def test_augmentation_is_a_function_of_seed_epoch_and_key_only():
         pipeline(images)
 
 
+@pytest.mark.parametrize("size, crop", [(256, 224), (64, 32), (40, 48)], ids=["vit-b-16", "down", "up"])
+def test_batched_augmentation_equals_the_per_sample_crops(size, crop):
+    """The whole batch's crops as one pair of matrix products give the per-sample path's pixels within float
+    rounding (against the float per-sample resize) and within PIL-style uint8 rounding (the CPU's path)."""
+    from slip_hf.pixels import resampling_matrices
+
+    pipeline = PixelPipeline(shortest_edge=crop, crop_size=(crop, crop), augment=True, seed=5)
+    images = torch.stack([decode_image(_photo(size, size, s)) for s in range(12)])
+    keys = list(range(100, 112))
+    batched = dataclasses.replace(pipeline, batched=True)(images, keys=keys, epoch=3)
+    per_sample = dataclasses.replace(pipeline, batched=False)(images, keys=keys, epoch=3)
+    boxes = [pipeline.draw_crop(key, 3, size, size) for key in keys]
+    assert any(box.flip for box in boxes) and not all(box.flip for box in boxes) and len({box.side for box in boxes}) > 1
+    float_per_sample = pipeline._normalize(torch.stack([pipeline._crop_one(image.float(), box) for image, box in zip(images, boxes)]))
+    step = 1 / 255 / min(pipeline.image_std)
+    assert (batched - float_per_sample).abs().max() < 0.02 * step
+    difference = (batched - per_sample).abs()
+    assert difference.mean() < 0.5 * step and difference.max() < 8 * step
+    # one matrix is one crop: the identity window gives the identity, a flip reverses it
+    eye = resampling_matrices(torch.tensor([0, 0]), torch.tensor([8, 8]), 8, 8, flip=torch.tensor([False, True]))
+    assert torch.allclose(eye[0], torch.eye(8), atol=1e-6) and torch.allclose(eye[1], torch.eye(8).flip(0), atol=1e-6)
+
+
 def test_node_transform_decodes_only_and_names_a_corrupt_row(tokenizer):
     transform = NodeTransform(None, tokenizer, max_length=16, label_column=None, decode_only=True)
     out = transform({"node_id": [4, 5], "title": ["red mouse", "blue case"], "image": [_photo(20, 30), _photo(30, 20).convert("L")]})

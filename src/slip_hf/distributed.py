@@ -56,12 +56,15 @@ class GlobalBatch:
         local_loss: each process computes its own anchor rows only (O(n x N) memory).
         edge_weight (`torch.FloatTensor` of shape `(E,)`, *optional*): the weight of each edge of `edge_index`
             (weighted positives, `slip_hf.positive_weights`).
+        simple_edges: `edge_index` holds both directions of a simple graph (as `NodeGraph.batch_subgraph` makes it),
+            so the model need not check or deduplicate it (see `SlipModel.forward`).
     """
 
     edge_index: torch.Tensor | None = None
     gather_with_grad: bool = True
     local_loss: bool = True
     edge_weight: torch.Tensor | None = None
+    simple_edges: bool = False
 
 
 def rank_and_world_size() -> tuple[int, int]:

@@ -373,7 +373,9 @@ class SlipDataCollator:
     Returns a dict with `pixel_values` `(b, 3, H, W)`, `input_ids` / `attention_mask` `(b, L)`, `labels` `(b,)`
     when present, `edge_index` `(2, 2 E_b)` in batch positions (both directions; empty without a graph),
     `edge_weight` `(2 E_b,)` when the graph has weights (the structural loss's positive weights), `node_ids`
-    `(b,)` and `num_cut_edges` (edges to nodes outside the batch, dropped). [`SlipTrainer`] removes the last two before
+    `(b,)`, `num_cut_edges` (edges to nodes outside the batch, dropped) and `simple_edges` (True with a graph: the
+    edges are both directions of a simple graph, which the model then need not deduplicate). [`SlipTrainer`]
+    removes `node_ids` and `num_cut_edges` before
     calling the model. `preparers` (`slip_hf.objectives.batch_preparers`) then add the fields of the enabled
     objectives beyond SLIP's (StructXLIP's edge maps, say), from the batch and the rows' raw `text`.
     """
@@ -405,6 +407,7 @@ class SlipDataCollator:
             batch["edge_index"], batch["num_cut_edges"] = torch.empty((2, 0), dtype=torch.long), 0
         else:
             batch["edge_index"], edge_weight, batch["num_cut_edges"] = self.graph.batch_subgraph(node_ids.numpy())
+            batch["simple_edges"] = True  # both directions of the simple graph, in range: see SlipModel.forward
             if edge_weight is not None:
                 batch["edge_weight"] = edge_weight
         batch["node_ids"] = node_ids

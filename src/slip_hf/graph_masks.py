@@ -22,6 +22,10 @@ def validate_edge_index(edge_index: torch.Tensor, num_nodes: int) -> None:
         raise ValueError(f"edge_index must hold integer node positions, got dtype {edge_index.dtype}.")
     if edge_index.numel() == 0:
         return
+    if edge_index.device.type != "cpu":  # checked on the device: reading the range back would wait for it
+        torch._assert_async(((edge_index >= 0) & (edge_index < num_nodes)).all(),
+                            f"edge_index refers to node positions outside the batch of {num_nodes} nodes")
+        return
     low, high = int(edge_index.min()), int(edge_index.max())
     if low < 0 or high >= num_nodes:
         bad = int(((edge_index < 0) | (edge_index >= num_nodes)).any(dim=0).sum())
@@ -130,6 +134,7 @@ def hop_positive_mask(
     hops: int = 1,
     mode: Literal["within", "exact"] = "within",
     rows: torch.Tensor | None = None,
+    simple: bool = False,
 ) -> torch.Tensor:
     r"""Positive mask :math:`M^+` of the structural contrastive loss (Eq. 2).
 
@@ -145,6 +150,8 @@ def hop_positive_mask(
         hops (`int`): hop threshold h >= 1.
         mode (`str`): `"within"` or `"exact"`.
         rows (`torch.LongTensor` of shape `(S,)`, *optional*): compute only these anchors' rows.
+        simple (`bool`): `edge_index` already holds both directions of a simple graph (the model's batch edges):
+            the 1-hop mask is then built without deduplicating it again.
 
     Returns:
         `torch.BoolTensor` of shape `(S, b)` (`(b, b)` by default: symmetric, False on the diagonal).
@@ -155,7 +162,7 @@ def hop_positive_mask(
         raise ValueError(f"mode must be 'within' or 'exact', got {mode!r}.")
     if mode == "within" and hops == 1:
         # Fast path for the paper's default: the mask is (rows of) the adjacency matrix itself.
-        edges = symmetric_simple_edges(edge_index, num_nodes)
+        edges = edge_index.long() if simple else symmetric_simple_edges(edge_index, num_nodes)
         if rows is None:
             mask = torch.zeros((num_nodes, num_nodes), dtype=torch.bool, device=edge_index.device)
             mask[edges[0], edges[1]] = True

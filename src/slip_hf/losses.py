@@ -122,15 +122,14 @@ def auxiliary_classification_loss(
         Scalar `torch.Tensor` (float32).
     """
     labels = labels.to(class_logits.device).long()
-    if labels.numel() and int(labels.max()) >= class_logits.size(-1):
-        raise ValueError(
+    if labels.device.type == "cpu" and labels.numel() and int(labels.max()) >= class_logits.size(-1):
+        raise ValueError(  # on an accelerator the cross-entropy kernel asserts this without a host sync
             f"label {int(labels.max())} is out of range for an auxiliary head with {class_logits.size(-1)} classes."
         )
-    if not bool((labels != -100).any()):
-        return class_logits.float().sum() * 0.0
-    if num_labelled is not None:
-        return F.cross_entropy(class_logits.float(), labels, ignore_index=-100, reduction="sum") / num_labelled
-    return F.cross_entropy(class_logits.float(), labels, ignore_index=-100)
+    total = F.cross_entropy(class_logits.float(), labels, ignore_index=-100, reduction="sum")
+    if num_labelled is None:  # the mean over labelled nodes; 0 (with zero gradients) when there is none
+        num_labelled = (labels != -100).sum().clamp(min=1)
+    return total / num_labelled
 
 
 def weighted_total_loss(parts: Mapping[str, torch.Tensor | None], weights: Mapping[str, float]) -> torch.Tensor:

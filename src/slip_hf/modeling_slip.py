@@ -98,7 +98,9 @@ class SlipGraphEncoder(nn.Module):
 
     Each layer is a `torch_geometric.nn.GATConv` with `num_heads` concatenated heads of
     `hidden_size // num_heads` channels and self loops (an isolated node attends to itself), followed,
-    between layers, by the activation and dropout.
+    between layers, by the activation and dropout. The self loops are appended here, once for all layers, to
+    the loop-free edges the model passes (what `GATConv(add_self_loops=True)` appends after removing existing
+    loops, a boolean-mask step that waits for the GPU).
     """
 
     def __init__(self, in_dim: int, config: SlipConfig):
@@ -112,7 +114,7 @@ class SlipGraphEncoder(nn.Module):
                 heads=config.graph_num_heads,
                 concat=True,
                 dropout=config.graph_dropout,
-                add_self_loops=True,
+                add_self_loops=False,  # appended in forward
             )
             for i in range(config.graph_num_layers)
         )
@@ -123,11 +125,13 @@ class SlipGraphEncoder(nn.Module):
         """
         Args:
             embeds (`torch.Tensor` of shape `(b, in_dim)`): H^(0).
-            edge_index (`torch.LongTensor` of shape `(2, E)`): symmetric batch edges.
+            edge_index (`torch.LongTensor` of shape `(2, E)`): symmetric batch edges without self loops.
 
         Returns:
             `torch.Tensor` of shape `(b, graph_hidden_size)`: H^(L).
         """
+        loops = torch.arange(embeds.size(0), device=edge_index.device).expand(2, -1)
+        edge_index = torch.cat([edge_index, loops], dim=1)
         hidden = embeds
         for index, layer in enumerate(self.layers):
             hidden = layer(hidden, edge_index)
@@ -333,6 +337,7 @@ class SlipModel(SlipPreTrainedModel):
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
         global_batch: GlobalBatch | None = None,
+        simple_edges: bool = False,
         **objective_inputs: torch.Tensor,
     ) -> SlipOutput:
         r"""
@@ -349,6 +354,9 @@ class SlipModel(SlipPreTrainedModel):
             labels (`torch.LongTensor` of shape `(b,)`, *optional*): category ids for the aux loss; -100 skips.
             return_loss (`bool`, *optional*): compute the losses.
             interpolate_pos_encoding (`bool`): see `CLIPModel`.
+            simple_edges (`bool`): `edge_index` already holds both directions of a simple graph (no duplicates, no
+                self loops) in range, as [`SlipDataCollator`] makes it; the model then skips checking and
+                deduplicating it, steps whose data-dependent shapes make the host wait for the GPU.
             global_batch ([`GlobalBatch`], *optional*): in a multi-process run, compute the losses over the global
                 batch (see `slip_hf.distributed`); the logits then have shape `(n, N)` (this process's rows against
                 the global batch) and each loss is this process's share, whose average over processes is the
@@ -397,11 +405,12 @@ class SlipModel(SlipPreTrainedModel):
         graph_is_global = not distributed or global_batch.edge_index is not None
         graph_input = (global_batch.edge_index, global_batch.edge_weight) if distributed and graph_is_global else (edge_index, edge_weight)
         if self.config.use_graph and graph_is_global:
-            edges = self._batch_edges(graph_input[0], batch_size, device)
+            simple = global_batch.simple_edges if distributed else simple_edges
+            edges = self._batch_edges(graph_input[0], batch_size, device, simple)
             node_embeds_all = self._node_embeddings(image_all, text_all, edges)
             node_embeds = node_embeds_all[local_rows] if distributed else node_embeds_all
         elif self.config.use_graph:  # several processes, but the graph path stays on this process's subgraph
-            edges = self._batch_edges(edge_index, local_size, device)
+            edges = self._batch_edges(edge_index, local_size, device, simple_edges)
             node_embeds = node_embeds_all = self._node_embeddings(image_embeds, text_embeds, edges)
         class_logits = self._class_logits(image_embeds, text_embeds, node_embeds)
 
@@ -446,9 +455,11 @@ class SlipModel(SlipPreTrainedModel):
         return output
 
     @staticmethod
-    def _batch_edges(edge_index: torch.Tensor | None, num_nodes: int, device: torch.device) -> torch.Tensor:
+    def _batch_edges(edge_index: torch.Tensor | None, num_nodes: int, device: torch.device, simple: bool = False) -> torch.Tensor:
         if edge_index is None:
-            edge_index = torch.empty((2, 0), dtype=torch.long, device=device)
+            return torch.empty((2, 0), dtype=torch.long, device=device)
+        if simple:
+            return edge_index.to(device, non_blocking=True).long()
         return symmetric_simple_edges(edge_index.to(device), num_nodes)
 
     def _node_embeddings(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:

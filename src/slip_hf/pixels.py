@@ -24,8 +24,14 @@ the batches it would have seen. The crop covers `scale` of the image's area with
 `ratio` (log-uniform); its centred square is resized to the crop size (bicubic, antialiased), which is what
 resizing the crop's shortest edge and centre-cropping it would give.
 
-On the CPU the resizes run on uint8 tensors (torch's uint8 kernels are several times faster there and round
-like PIL); elsewhere on float32.
+On a GPU the crops of a whole batch are one operation: each sample's crop, resize and flip is a pair of
+resampling matrices (rows: output pixels; columns: input pixels, zero outside the crop window), filled with
+the weights of torch's antialiased bicubic kernel ([`resampling_matrices`]), and the batch is resized by two
+batched matrix products, :math:`Y = W_y X W_x^\top`. The boxes are drawn from the same per-sample generators,
+so the pixels are those of the per-sample path to within float rounding.
+
+On the CPU the resizes run per sample on uint8 tensors (torch's uint8 kernels are several times faster there
+than the float matrix products, and round like PIL); elsewhere on float32.
 """
 
 import io
@@ -104,6 +110,9 @@ class PixelPipeline:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_probability: float = 0.5
     seed: int = 0
+    batched: bool | None = None
+    """Augment a batch with one batched resampling (True), per sample (False), or by device (None: batched off
+    the CPU, where it is the fast way; per sample on the CPU, where uint8 resizes are faster)."""
 
     @classmethod
     def from_image_processor(cls, processor: Any, augment: bool = False, seed: int = 0) -> "PixelPipeline":
@@ -146,8 +155,10 @@ class PixelPipeline:
         for (height, width), indices in groups.items():
             batch = torch.stack([images[i] for i in indices]).to(device, non_blocking=True)
             if self.augment:
-                crops = [self._random_crop_flip(image, keys[i], epoch) for image, i in zip(batch, indices)]
-                batch = torch.stack(crops)
+                boxes = [self.draw_crop(keys[i], epoch, height, width) for i in indices]
+                batched = self.batched if self.batched is not None else batch.device.type != "cpu"
+                batch = self._crop_batch(batch, boxes) if batched else torch.stack(
+                    [self._crop_one(image, box) for image, box in zip(batch, boxes)])
             else:
                 batch = self._resize(batch)
                 if self.crop_size is not None:
@@ -175,18 +186,33 @@ class PixelPipeline:
         resized = F.interpolate(batch, size=size, mode="bicubic", antialias=True, align_corners=False)
         return resized if resized.dtype == torch.uint8 else resized.clamp_(0, 255)  # PIL clips bicubic's overshoot
 
-    def _random_crop_flip(self, image: torch.Tensor, key: int, epoch: int) -> torch.Tensor:
-        """One image's seeded random crop: its centred square, resized to the crop size, maybe flipped."""
+    def draw_crop(self, key: int, epoch: int, height: int, width: int) -> "CropBox":
+        """One sample's crop and flip, from its own generator seeded with `(seed, epoch, key)`."""
         rng = np.random.default_rng([self.seed, epoch, key])
-        height, width = image.shape[-2:]
         left, top, side = _random_square(rng, height, width, self.scale, self.ratio)
-        square = image[None, :, top : top + side, left : left + side]
-        target = self.crop_size or (height, width)
+        return CropBox(left, top, side, bool(rng.random() < self.flip_probability))
+
+    def _crop_one(self, image: torch.Tensor, box: "CropBox") -> torch.Tensor:
+        """One image's crop: its square window resized to the crop size (bicubic, antialiased), maybe flipped."""
+        square = image[None, :, box.top : box.top + box.side, box.left : box.left + box.side]
+        target = self.crop_size or tuple(image.shape[-2:])
         if square.device.type != "cpu":
             square = square.float()
         crop = F.interpolate(square, size=target, mode="bicubic", antialias=True, align_corners=False)[0]
         crop = crop if crop.dtype == torch.uint8 else crop.clamp_(0, 255)
-        return crop.flip(-1) if rng.random() < self.flip_probability else crop
+        return crop.flip(-1) if box.flip else crop
+
+    def _crop_batch(self, batch: torch.Tensor, boxes: list["CropBox"]) -> torch.Tensor:
+        """Every image's crop at once: `W_y X W_x^T` with per-sample resampling matrices (float32)."""
+        height, width = batch.shape[-2:]
+        out_h, out_w = self.crop_size or (height, width)
+        device = batch.device
+        tops, lefts, sides = (torch.tensor([getattr(b, name) for b in boxes], device=device) for name in ("top", "left", "side"))
+        flips = torch.tensor([b.flip for b in boxes], device=device)
+        rows = resampling_matrices(tops, sides, height, out_h)
+        columns = resampling_matrices(lefts, sides, width, out_w, flip=flips)
+        resized = torch.matmul(rows[:, None], torch.matmul(batch.float(), columns.transpose(1, 2)[:, None]))
+        return resized.clamp_(0, 255)
 
     def _normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """`x * rescale_factor`, then `(x - mean) / std`, as one multiply-add per channel."""
@@ -197,6 +223,62 @@ class PixelPipeline:
             scale, shift = scale / std, -mean / std
         scale, shift = scale.to(batch.device).view(1, -1, 1, 1), shift.to(batch.device).view(1, -1, 1, 1)
         return torch.addcmul(shift, batch.float(), scale)
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A sample's augmentation: the square window `[top, top + side) x [left, left + side)` and the flip."""
+
+    left: int
+    top: int
+    side: int
+    flip: bool
+
+
+_BICUBIC_A = -0.5  # the antialiased (PIL-style) bicubic kernel's a, as torch and PIL use it
+
+
+def _bicubic(x: torch.Tensor) -> torch.Tensor:
+    x = x.abs()
+    near = ((_BICUBIC_A + 2) * x - (_BICUBIC_A + 3)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * _BICUBIC_A
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def resampling_matrices(starts: torch.Tensor, lengths: torch.Tensor, in_size: int, out_size: int,
+                        flip: torch.Tensor | None = None) -> torch.Tensor:
+    r"""For each sample s, the `(out_size, in_size)` matrix that resizes the window `[starts[s], starts[s] +
+    lengths[s])` of a line of `in_size` pixels to `out_size` pixels as `F.interpolate(mode="bicubic",
+    antialias=True, align_corners=False)` does (rows reversed where `flip[s]`):
+
+    .. math::
+        W_{ij} = rac{kig((j - s_0 - c_i + 	frac12)/\sigmaig)}{\sum_{j'} kig((j' - s_0 - c_i + 	frac12)/\sigmaig)},
+        \qquad c_i = r\,(i + 	frac12),\ r = rac{L}{	ext{out}},\ \sigma = \max(r, 1)
+
+    over the taps j within the support `2 sigma` of the centre `c_i` (clipped to the window), k the bicubic kernel
+    with a = -0.5, as torch computes its antialiasing weights.
+
+    Returns:
+        `torch.Tensor` of shape `(b, out_size, in_size)`, float32, on `starts`' device.
+    """
+    device = starts.device
+    length = lengths.to(torch.float64)
+    ratio = length / out_size
+    support = torch.where(ratio >= 1, 2.0 * ratio, torch.full_like(ratio, 2.0))
+    sigma = torch.clamp(ratio, min=1.0)
+    centers = ratio[:, None] * (torch.arange(out_size, device=device, dtype=torch.float64) + 0.5)
+    first = (centers - support[:, None] + 0.5).trunc().clamp(min=0)  # as torch's int64 cast, then max with 0
+    last = torch.minimum((centers + support[:, None] + 0.5).trunc(), length[:, None])
+    taps = first[..., None] + torch.arange(int(2 * float(support.max())) + 3, device=device, dtype=torch.float64)
+    weights = torch.where(taps < last[..., None], _bicubic((taps - centers[..., None] + 0.5) / sigma[:, None, None]),
+                          torch.zeros((), dtype=torch.float64, device=device))
+    weights = weights / weights.sum(-1, keepdim=True)
+    columns = (taps + starts[:, None, None].to(torch.float64)).clamp(max=in_size - 1).long()
+    matrices = torch.zeros(starts.numel(), out_size, in_size, dtype=torch.float64, device=device)
+    matrices.scatter_add_(2, columns, weights)
+    if flip is not None:
+        matrices = torch.where(flip[:, None, None], matrices.flip(1), matrices)
+    return matrices.float()
 
 
 def _center_crop(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -228,4 +310,4 @@ def _random_square(rng: np.random.Generator, height: int, width: int, scale: tup
     return left + (crop_w - side) // 2, top + (crop_h - side) // 2, side
 
 
-__all__ = ["PixelPipeline", "decode_image", "open_image"]
+__all__ = ["CropBox", "PixelPipeline", "decode_image", "open_image", "resampling_matrices"]

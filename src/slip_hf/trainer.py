@@ -258,7 +258,8 @@ class SlipTrainer(Trainer):
         )
         # SlipModel computes its loss from the batch alone; labels are optional.
         self.can_return_loss = True
-        self._loss_part_sums: dict[str, float] = defaultdict(float)
+        # running sums on the training device: adding a tensor there costs no host sync, `.item()` each step would
+        self._loss_part_sums: dict[str, torch.Tensor] = {}
         self._loss_part_counts: dict[str, int] = defaultdict(int)
         self._eval_embeddings: dict[str, list[torch.Tensor]] | None = None
         self._eval_loaders: dict[str, DataLoader] = {}
@@ -366,7 +367,8 @@ class SlipTrainer(Trainer):
             edge_index = edge_weight = None
             if self.args.global_graph_loss and self.graph is not None and self.accelerator.unwrap_model(model).config.use_graph:
                 edge_index, edge_weight, _ = global_batch_edge_index(self.graph, node_ids)
-            inputs["global_batch"] = GlobalBatch(edge_index, self.args.gather_with_grad, self.args.local_loss, edge_weight)
+            inputs["global_batch"] = GlobalBatch(edge_index, self.args.gather_with_grad, self.args.local_loss, edge_weight,
+                                                 simple_edges=True)  # NodeGraph.batch_subgraph's edges
         outputs = model(**inputs, return_loss=True)
         if model.training:
             self._record_loss_parts(outputs, inputs)
@@ -419,16 +421,20 @@ class SlipTrainer(Trainer):
         batch_size = inputs["pixel_values"].size(0)
         parts["edges_per_node"] = edges_per_node(inputs["edge_index"], batch_size) if "edge_index" in inputs else None
         for name, value in parts.items():
-            if value is not None:
-                self._loss_part_sums[name] += float(value.detach()) if torch.is_tensor(value) else float(value)
-                self._loss_part_counts[name] += 1
+            if value is None:
+                continue
+            value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
+            value = value.to(self.args.device, non_blocking=True)
+            self._loss_part_sums[name] = self._loss_part_sums[name] + value if name in self._loss_part_sums else value
+            self._loss_part_counts[name] += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds the mean loss parts since the last training log to the training logs."""
+        """Adds the mean loss parts since the last training log to the training logs (one device-to-host copy
+        per logging step, not one per training step)."""
         if "loss" in logs and self._loss_part_counts:
             for name, total in self._loss_part_sums.items():
-                mean = torch.tensor(total / self._loss_part_counts[name], device=self.args.device)
-                logs[name] = round(float(self.accelerator.gather(mean).mean()), 6)
+                mean = total / self._loss_part_counts[name]
+                logs[name] = round(float(self.accelerator.gather(mean.reshape(1)).mean()), 6)
             self._loss_part_sums.clear()
             self._loss_part_counts.clear()
         super().log(logs, start_time)

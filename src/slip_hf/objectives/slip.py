@@ -32,8 +32,11 @@ class GraphObjective(Objective):
 
     .. math::
         \mathcal{L}_{graph} = egin{cases} \mathcal{L}_5(Z) & 	exttt{z} 	ext{ (the paper)} \
-        	frac12\left[\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)ight] & 	exttt{e} \
-        	frac12\left[\mathcal{L}_5(Z) + 	frac12\left(\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)ight)ight] & 	exttt{both}
+        	frac12\left[\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)
+ight] & 	exttt{e} \
+        	frac12\left[\mathcal{L}_5(Z) + 	frac12\left(\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)
+ight)
+ight] & 	exttt{both}
         \end{cases}
 
     with one mask :math:`M^+` and one temperature. With `config.weights_positives`, each positive weighs its
@@ -62,7 +65,7 @@ class GraphObjective(Objective):
                 )
             mask = edge_weight_matrix(edge_index.to(z.device), edge_weight, z.size(0), rows=anchors)
         else:
-            mask = hop_positive_mask(state.edges, z.size(0), config.hops, config.hop_mode, rows=anchors)
+            mask = hop_positive_mask(state.edges, z.size(0), config.hops, config.hop_mode, rows=anchors, simple=True)
         positives = state.sum_over_processes(mask.sum()) if anchors is not None else mask.sum()
         state.diagnostics["num_positive_pairs"] = positives
         scale = state.model.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp()

@@ -1,0 +1,23 @@
+"""Benchmarks that must not rot: `benchmarks/gpu_step.py --tiny` runs on the CPU in seconds with every method."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_step_benchmark_runs_tiny_on_the_cpu(tmp_path):
+    out = tmp_path / "rows.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["method"]: row for row in json.loads(out.read_text())}
+    assert list(rows) == ["CLIP", "SLIP", "SLIP + StructXLIP", "SLIP + Structure-CLIP"]
+    assert rows["CLIP"]["vs_clip"] == 1.0 and all(row["samples_per_s"] > 0 and 0 < row["mfu"] < 1 for row in rows.values())
+    # the objectives' extra tower passes are counted: edge maps through the vision tower, negatives through the text tower
+    assert rows["SLIP + StructXLIP"]["gflop_per_sample"] > 1.5 * rows["SLIP"]["gflop_per_sample"]
+    assert rows["SLIP"]["gflop_per_sample"] >= rows["CLIP"]["gflop_per_sample"]
+    assert rows["SLIP + Structure-CLIP"]["gflop_per_sample"] > rows["SLIP"]["gflop_per_sample"]
+    assert "| SLIP + StructXLIP | 16 |" in done.stdout and "MFU" in done.stdout
