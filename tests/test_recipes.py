@@ -58,6 +58,9 @@ def _same(used, value) -> bool:
     used = getattr(used, "value", used)
     if value == "none" and used in ([], ["none"], "none"):
         return True
+    if isinstance(value, dict):  # e.g. accelerator_config: the recipe's keys, as the run used them
+        used = used if isinstance(used, dict) else vars(used)
+        return all(_same(used.get(key), item) for key, item in value.items())
     return used == value or str(used) == str(value)
 
 
