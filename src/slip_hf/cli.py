@@ -355,7 +355,7 @@ def leaderboard(argv: Sequence[str]) -> int:
         found = [path] if (path / "test_results.json").is_file() else sorted(p.parent for p in path.rglob("test_results.json"))
         if not found:
             raise FileNotFoundError(f"run folder {path}: no test_results.json in it or below it.")
-        folders += found
+        folders += [folder for folder in found if folder.resolve() not in {f.resolve() for f in folders}]
     rows = read_runs(folders)
     if args.aro_dir:
         _add_aro(rows, args.aro_dir)

@@ -22,7 +22,7 @@ def validate_edge_index(edge_index: torch.Tensor, num_nodes: int) -> None:
         raise ValueError(f"edge_index must hold integer node positions, got dtype {edge_index.dtype}.")
     if edge_index.numel() == 0:
         return
-    if edge_index.device.type != "cpu":  # checked on the device: reading the range back would wait for it
+    if edge_index.device.type != "cpu" or torch.compiler.is_compiling():  # a read-back would wait for the device
         torch._assert_async(((edge_index >= 0) & (edge_index < num_nodes)).all(),
                             f"edge_index refers to node positions outside the batch of {num_nodes} nodes")
         return

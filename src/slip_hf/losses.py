@@ -122,7 +122,8 @@ def auxiliary_classification_loss(
         Scalar `torch.Tensor` (float32).
     """
     labels = labels.to(class_logits.device).long()
-    if labels.device.type == "cpu" and labels.numel() and int(labels.max()) >= class_logits.size(-1):
+    checkable = labels.device.type == "cpu" and not torch.compiler.is_compiling()  # a read-back would break the graph
+    if checkable and labels.numel() and int(labels.max()) >= class_logits.size(-1):
         raise ValueError(  # on an accelerator the cross-entropy kernel asserts this without a host sync
             f"label {int(labels.max())} is out of range for an auxiliary head with {class_logits.size(-1)} classes."
         )
