@@ -109,3 +109,24 @@ def test_collator_pads_unequal_texts_with_a_tokenizer(node_graph, tokenizer):
 def test_collator_names_missing_columns(node_graph):
     with pytest.raises(KeyError, match="node_id"):
         SlipDataCollator(node_graph)([{"pixel_values": np.zeros((3, 4, 4)), "input_ids": [0, 1]}])
+
+
+def test_collator_edges_are_already_what_the_model_would_make_of_them(processed_nodes, node_graph, slip_model):
+    """The collator's edges are both directions of a simple graph in coalesced order, so the model may use them
+    as they are (`simple_edges`): the same losses and gradients, bit for bit, as deduplicating them first."""
+    from slip_hf.graph_masks import symmetric_simple_edges
+
+    sampler = GraphClusterBatchSampler(node_graph, np.arange(node_graph.num_nodes), 24, seed=3)
+    rows = next(iter(sampler))
+    batch = SlipDataCollator(node_graph)([processed_nodes[i] for i in rows])
+    assert batch["simple_edges"] and batch["edge_index"].size(1) > 10
+    assert torch.equal(batch["edge_index"], symmetric_simple_edges(batch["edge_index"], len(rows)))
+    inputs = {k: v for k, v in batch.items() if k not in ("node_ids", "num_cut_edges", "simple_edges")}
+    outputs = []
+    slip_model.eval()  # no dropout: the two passes draw no random numbers
+    for simple in (True, False):
+        slip_model.zero_grad()
+        out = slip_model(**inputs, simple_edges=simple, return_loss=True)
+        out.loss.backward()
+        outputs.append((out.loss.detach(), out.node_embeds.detach(), slip_model.vision_graph.layers[0].lin.weight.grad.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))

@@ -155,3 +155,14 @@ def test_graph_loss_on_e_trains_the_encoders_through_the_structural_loss(clip_co
     model(**model_inputs, edge_index=torch.tensor([[0, 1], [1, 2]]), return_loss=True).loss.backward()
     assert model.clip.visual_projection.weight.grad.abs().sum() > 0
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.vision_graph.parameters())  # Z takes no part
+
+
+def test_forward_and_losses_trace_as_one_graph_with_the_collators_edges(slip_model, model_inputs):
+    """`torch.compile` sees the whole SLIP step (towers, GAT, fusion, every loss) as one graph when the edges come
+    from the collator (`simple_edges`); deduplicating raw edges has data-dependent shapes, which break it."""
+    inputs = {**model_inputs, "edge_index": torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]]),
+              "labels": torch.tensor([0, 1, 2, 3, 0]), "return_loss": True}
+    collated = torch._dynamo.explain(slip_model)(**inputs, simple_edges=True)
+    assert collated.graph_break_count == 0 and collated.graph_count == 1
+    raw = torch._dynamo.explain(slip_model)(**inputs, simple_edges=False)
+    assert raw.graph_break_count > 0

@@ -144,8 +144,8 @@ class NodeGraph:
 
         Returns:
             `(edge_index, num_cut_edges)`: a `torch.LongTensor` of shape `(2, 2 * E_b)` holding both directions of
-            the E_b edges with both ends in the batch, and the number of edges with one end outside the batch
-            (dropped).
+            the E_b edges with both ends in the batch, sorted by row then column (as `torch_geometric`'s
+            `coalesce` sorts), and the number of edges with one end outside the batch (dropped).
         """
         edge_index, _, num_cut = self.batch_subgraph(node_ids)
         return edge_index, num_cut
@@ -168,8 +168,11 @@ class NodeGraph:
             inside = local >= 0
         finally:
             position[nodes] = -1
-        edge_index = torch.from_numpy(np.stack([owner[inside], local[inside]]))
-        edge_weight = None if self.weight is None else torch.from_numpy(self.weight[entries[inside]])
+        # sorted by (row, column), as `coalesce` orders them: the model can then use them as they are, and its
+        # GAT sums over the same edges in the same order as after deduplicating raw edges (same bits)
+        order = np.lexsort((local[inside], owner[inside]))
+        edge_index = torch.from_numpy(np.stack([owner[inside][order], local[inside][order]]))
+        edge_weight = None if self.weight is None else torch.from_numpy(self.weight[entries[inside][order]])
         return edge_index, edge_weight, int((~inside).sum())
 
 

@@ -366,7 +366,7 @@ class SlipModel(SlipPreTrainedModel):
                 `config.lambda_<name>` is not 0 (SLIP's parts also at 0, as reports) and its fields are present;
                 missing fields are an error in training and skip the objective in evaluation.
         """
-        unknown = set(objective_inputs) - objective_batch_fields()
+        unknown = set() if torch.compiler.is_compiling() else set(objective_inputs) - objective_batch_fields()
         if unknown:
             raise TypeError(f"SlipModel.forward got unknown inputs {sorted(unknown)}; objectives read {sorted(objective_batch_fields())}.")
         image_embeds = l2_normalize(
