@@ -52,6 +52,7 @@ def test_trainer_optimizer_uses_the_slip_learning_rates(tmp_path, slip_config, p
     assert lrs["graph_head"] == 4e-3
     assert lrs["clip_top-0"] == pytest.approx(1.6e-4)
     assert lrs["clip_top-3"] == pytest.approx(1.6e-4 * 0.8**3)  # embeddings of 2-layer towers
+    assert optimizer.defaults["fused"]  # transformers' default with torch >= 2.8: one fused kernel per step
 
 
 def test_training_arguments_override_the_model_config(tmp_path, slip_config, processed_nodes, node_graph):

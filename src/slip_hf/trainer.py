@@ -294,11 +294,9 @@ class SlipTrainer(Trainer):
         and per rank (`seed_worker(worker_id, num_workers, rank)`, transformers 5's signature), pinned memory on
         CUDA, persistent workers, prefetch factor, start method and order."""
         args, workers = self.args, self.args.dataloader_num_workers
-        options: dict[str, Any] = {
-            "num_workers": workers,
-            "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available(),
-            "in_order": args.dataloader_in_order,
-        }
+        options: dict[str, Any] = {"num_workers": workers, "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available()}
+        if not args.dataloader_in_order:  # DataLoader's `in_order` exists from torch 2.6 on; True is its default
+            options["in_order"] = False
         if workers > 0:
             options.update(
                 persistent_workers=args.dataloader_persistent_workers,
