@@ -130,7 +130,9 @@ def leaderboard_table(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
 
 
 def plot_leaderboard(rows: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike) -> Path:
-    """Grouped bars, one group per headline number and one bar per method, with ± std error bars."""
+    """Small multiples: one panel per headline number, with its own scale (MRRs near 0.1 and accuracies near 1
+    would flatten each other on one axis), one bar per method in the same colour in every panel, ± std error
+    bars, and the value over each bar; a missing number says why (none, collapsed, n/a)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,27 +141,37 @@ def plot_leaderboard(rows: Mapping[str, Sequence[Mapping[str, Any]]], path: str 
     summary = leaderboard_summary(rows)
     columns = _columns(rows)
     methods = list(summary)
-    width = 0.8 / max(len(methods), 1)
-    figure, axes = plt.subplots(figsize=(max(8, 1.4 * len(columns) + 2), 5.2 + 0.25 * ((len(methods) + 2) // 3)))
-    positions = np.arange(len(columns))
-    for index, method in enumerate(methods):
-        stats = [summary[method][c] for c in columns]
+    ncols = min(4, len(columns))
+    nrows = -(-len(columns) // ncols)
+    figure, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows + 0.4 + 0.25 * ((len(methods) + 2) // 3)),
+                                squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    positions = np.arange(len(methods))
+    for panel, column in zip(axes.flat, columns):
+        stats = [summary[method][column] for method in methods]
         means = [s["mean"] if s["mean"] is not None else 0.0 for s in stats]
         errors = [s["std"] if s["std"] is not None else 0.0 for s in stats]
-        bars = axes.bar(positions + (index - (len(methods) - 1) / 2) * width, means, width, yerr=errors, capsize=3,
-                        label=f"{method} ({len(rows[method])} seed{'s' if len(rows[method]) != 1 else ''})")
-        for bar, s in zip(bars, stats):
-            if s["mean"] is None:  # say why there is no bar
+        bars = panel.bar(positions, means, 0.75, yerr=errors, capsize=3, color=[colours[i % 10] for i in positions])
+        top = max([m + e for m, e in zip(means, errors)] + [1e-3])
+        for bar, s, mean, error in zip(bars, stats, means, errors):
+            if s["mean"] is None:
                 why = "collapsed" if "collapsed" in s["missing"] else "n/a" if "n/a" in s["missing"] else "none"
-                axes.text(bar.get_x() + bar.get_width() / 2, 0.01, why, rotation=90, ha="center", va="bottom", fontsize=7)
-    axes.set_xticks(positions, [c.replace(" (", "\n(") for c in columns], fontsize=8)
-    axes.set_ylabel("score (higher is better)")
-    axes.set_ylim(0, min(1.05, max([1e-3] + [s["mean"] + (s["std"] or 0) for m in summary.values() for s in m.values()
-                                              if s["mean"] is not None]) * 1.15))
-    axes.grid(axis="y", alpha=0.3)
-    axes.set_title("slip_hf leaderboard: mean ± std over seeds")
-    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(len(methods), 3), frameon=False)
-    figure.tight_layout()
+                panel.text(bar.get_x() + bar.get_width() / 2, 0.02 * top, why, rotation=90, ha="center", va="bottom", fontsize=7)
+            else:
+                panel.text(bar.get_x() + bar.get_width() / 2, mean + error + 0.02 * top, f"{mean:.3f}", ha="center", va="bottom",
+                           fontsize=6.5, rotation=90 if len(methods) > 4 else 0)
+        panel.set_title(column, fontsize=9)
+        panel.set_ylim(0, top * (1.35 if len(methods) > 4 else 1.2))
+        panel.set_xticks([])
+        panel.grid(axis="y", alpha=0.3)
+        panel.tick_params(axis="y", labelsize=7)
+    for panel in list(axes.flat)[len(columns):]:
+        panel.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i % 10]) for i in positions]
+    labels = [f"{method} ({len(rows[method])} seed{'s' if len(rows[method]) != 1 else ''})" for method in methods]
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(methods), 3), fontsize=8, frameon=False)
+    figure.suptitle("slip_hf leaderboard: mean ± std over seeds (higher is better in every panel)", fontsize=10)
+    figure.tight_layout(rect=(0, 0.05 + 0.03 * ((len(methods) + 2) // 3), 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
