@@ -128,3 +128,26 @@ def test_table3_at_equal_steps_scales_the_learning_rate_with_the_batch(graph_dat
     assert scaled_learning_rate(1e-3, 64, 16, "sqrt") == pytest.approx(2e-3)
     with pytest.raises(ValueError, match="lr_scaling"):
         scaled_learning_rate(1e-3, 64, 16, "cubic")
+
+
+def test_leaderboard_scores_aro_once_per_run_and_reuses_it(graph_dataset_dir, tiny_clip_checkpoint, tmp_path, monkeypatch):
+    from slip_hf.data.structure_benchmark import write_product_structure_benchmark
+    from slip_hf.experiment import parse_arguments, run_experiment
+
+    write_product_structure_benchmark(graph_dataset_dir, tmp_path / "aro", num_cases=8, image_size=16)
+    run = tmp_path / "run"
+    run_experiment(*parse_arguments([
+        "--model_name_or_path", tiny_clip_checkpoint, "--dataset_name", str(graph_dataset_dir), "--output_dir", str(run),
+        "--max_steps", "1", "--per_device_train_batch_size", "32", "--graph_hidden_size", "32", "--max_text_length", "24",
+        "--few_shot", "1", "--report_to", "none", "--disable_tqdm", "True", "--plots", "False", "--save_strategy", "no",
+    ]))
+    arguments = ["leaderboard", str(run), "--aro_dir", str(tmp_path / "aro"), "--output_dir", str(tmp_path / "board")]
+    assert cli_main(arguments) == 0
+    cached = json.loads((run / "aro_results.json").read_text())
+    assert set(cached["scores"]) == {"VG-Attribution macro", "VG-Attribution all", "VG-Relation macro", "VG-Relation all"}
+    assert "VG-Relation macro" in (tmp_path / "board" / "leaderboard.md").read_text()
+    calls = []
+    monkeypatch.setattr("slip_hf.evaluation.aro.evaluate_aro", lambda *a, **k: calls.append(a) or {})
+    assert cli_main(arguments) == 0 and calls == []  # the second run reads the cache
+    (run / "model.safetensors").touch()  # new weights: scored again
+    assert cli_main(arguments) == 0 and len(calls) == 1

@@ -61,7 +61,8 @@ Commands:
   toy-train       Train a tiny CLIP + SLIP head on a toy graph on the CPU and print the loss parts.
   serve           The Space's page on a trained model: search by text or image, co-purchase neighbours,
                   two models side by side (Gradio, on 127.0.0.1).
-  publish         Upload the model, its dataset and the Space (hub/space) to the Hub; --dry_run lists the files.
+  publish         Upload the model, its dataset and the Space (hub/space) to the Hub, with --clip_repo also the
+                  model's plain-CLIP export; --dry_run lists the files.
 
 Run `slip-hf <command> --help` for a command's options. Errors caused by the input (a missing file, a bad
 value, malformed data) print one line; add --debug (or set SLIP_HF_DEBUG=1) for the traceback.
