@@ -252,8 +252,8 @@ def resampling_matrices(starts: torch.Tensor, lengths: torch.Tensor, in_size: in
     antialias=True, align_corners=False)` does (rows reversed where `flip[s]`):
 
     .. math::
-        W_{ij} = rac{kig((j - s_0 - c_i + 	frac12)/\sigmaig)}{\sum_{j'} kig((j' - s_0 - c_i + 	frac12)/\sigmaig)},
-        \qquad c_i = r\,(i + 	frac12),\ r = rac{L}{	ext{out}},\ \sigma = \max(r, 1)
+        W_{ij} = \frac{k\big((j - s_0 - c_i + \tfrac12)/\sigma\big)}{\sum_{j'} k\big((j' - s_0 - c_i + \tfrac12)/\sigma\big)},
+        \qquad c_i = r\,(i + \tfrac12),\ r = \frac{L}{\text{out}},\ \sigma = \max(r, 1)
 
     over the taps j within the support `2 sigma` of the centre `c_i` (clipped to the window), k the bicubic kernel
     with a = -0.5, as torch computes its antialiasing weights.
@@ -269,7 +269,9 @@ def resampling_matrices(starts: torch.Tensor, lengths: torch.Tensor, in_size: in
     centers = ratio[:, None] * (torch.arange(out_size, device=device, dtype=torch.float64) + 0.5)
     first = (centers - support[:, None] + 0.5).trunc().clamp(min=0)  # as torch's int64 cast, then max with 0
     last = torch.minimum((centers + support[:, None] + 0.5).trunc(), length[:, None])
-    taps = first[..., None] + torch.arange(int(2 * float(support.max())) + 3, device=device, dtype=torch.float64)
+    # enough taps for the widest window (no window is wider than the line): a bound known without reading the device
+    count = int(2 * 2.0 * max(1.0, in_size / out_size)) + 3
+    taps = first[..., None] + torch.arange(count, device=device, dtype=torch.float64)
     weights = torch.where(taps < last[..., None], _bicubic((taps - centers[..., None] + 0.5) / sigma[:, None, None]),
                           torch.zeros((), dtype=torch.float64, device=device))
     weights = weights / weights.sum(-1, keepdim=True)

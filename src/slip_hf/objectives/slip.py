@@ -31,12 +31,9 @@ class GraphObjective(Objective):
     `config.graph_loss_on` picks the embeddings it pulls together:
 
     .. math::
-        \mathcal{L}_{graph} = egin{cases} \mathcal{L}_5(Z) & 	exttt{z} 	ext{ (the paper)} \
-        	frac12\left[\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)
-ight] & 	exttt{e} \
-        	frac12\left[\mathcal{L}_5(Z) + 	frac12\left(\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)
-ight)
-ight] & 	exttt{both}
+        \mathcal{L}_{graph} = \begin{cases} \mathcal{L}_5(Z) & \texttt{z} \text{ (the paper)} \\
+        \tfrac12\left[\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)\right] & \texttt{e} \\
+        \tfrac12\left[\mathcal{L}_5(Z) + \tfrac12\left(\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)\right)\right] & \texttt{both}
         \end{cases}
 
     with one mask :math:`M^+` and one temperature. With `config.weights_positives`, each positive weighs its
