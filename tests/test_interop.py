@@ -69,7 +69,7 @@ def test_clip_export_gives_slips_embeddings_bit_for_bit(slip_dir, exported, imag
     processor = CLIPProcessor.from_pretrained(exported.out_dir)
     with torch.no_grad():
         image = clip.get_image_features(**processor(images=images, return_tensors="pt")).pooler_output
-        text = clip.get_text_features(**processor(text=LABELS, padding=True, return_tensors="pt")).pooler_output
+        text = clip.get_text_features(**processor(text=LABELS, padding=True, truncation=True, return_tensors="pt")).pooler_output
     slip_image, slip_text = _slip_features(slip_dir, images, LABELS)
     assert torch.equal(image, slip_image) and torch.equal(text, slip_text)
     card = (exported.out_dir / "README.md").read_text()
@@ -143,22 +143,25 @@ def test_export_of_what_is_not_a_slip_or_clip_model_is_one_line(tmp_path, capsys
 _REMOTE_LOAD = """
 import sys, torch
 sys.modules["slip_hf"] = None  # this Python cannot import slip_hf
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel
 config = AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True)
 model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-inputs = torch.load(sys.argv[2])
 with torch.no_grad():
-    out = model(**inputs, return_loss=True)
-torch.save({"type": type(model).__module__, "config": type(config).__name__, "loss": out.loss, "z": out.node_embeds,
-            "image": out.image_embeds, "text": out.text_embeds, "logits": out.class_logits}, sys.argv[3])
+    out = model(**load_file(sys.argv[2]), return_loss=True)
+outputs = {"loss": out.loss, "z": out.node_embeds, "image": out.image_embeds, "text": out.text_embeds, "logits": out.class_logits}
+save_file({k: v.contiguous() for k, v in outputs.items() if v is not None}, sys.argv[3],
+          metadata={"type": type(model).__module__, "config": type(config).__name__})
 """
 
 
 def _remote_load(path, inputs, tmp_path) -> subprocess.CompletedProcess:
-    torch.save(inputs, tmp_path / "inputs.pt")
+    from safetensors.torch import save_file
+
+    save_file(inputs, str(tmp_path / "inputs.safetensors"))
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    return subprocess.run([sys.executable, "-c", _REMOTE_LOAD, str(path), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    return subprocess.run([sys.executable, "-c", _REMOTE_LOAD, str(path), str(tmp_path / "inputs.safetensors"),
+                           str(tmp_path / "out.safetensors")], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
 def test_remote_code_loads_the_model_without_slip_hf_and_gives_the_same_outputs(slip_dir, tmp_path):
@@ -174,8 +177,13 @@ def test_remote_code_loads_the_model_without_slip_hf_and_gives_the_same_outputs(
               "edge_index": torch.tensor([[0, 1, 3], [1, 2, 4]]), "labels": torch.tensor([0, 1, 2, 0, 1])}
     done = _remote_load(slip_dir, inputs, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    remote = torch.load(tmp_path / "out.pt")
-    assert remote["type"].startswith("transformers_modules.") and remote["config"] == "SlipConfig"
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    remote = load_file(str(tmp_path / "out.safetensors"))
+    with safe_open(str(tmp_path / "out.safetensors"), "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["type"].startswith("transformers_modules.") and metadata["config"] == "SlipConfig"
     with torch.no_grad():
         local = model(**inputs, return_loss=True)
     assert torch.equal(remote["z"], local.node_embeds) and torch.equal(remote["loss"], local.loss)
