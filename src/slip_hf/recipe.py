@@ -7,7 +7,7 @@
       table: batch_size
       batch_sizes: [128, 256, 512]
 
-`run_slip.py recipe.yaml --flag value` reads the top-level keys and ignores the `ablation:` section;
+`run_slip.py recipe.yaml --flag value` reads the top-level keys and only checks the `ablation:` section;
 `slip-hf ablate recipe.yaml` reads both. Every key is checked against the argument dataclasses before anything
 runs: a key that none of them knows is one error line that names the key and the file (with the closest known
 name), never a silently ignored setting.
