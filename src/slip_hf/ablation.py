@@ -19,15 +19,19 @@ batch size is not confounded with training length. Every table ends with the lea
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import AutoConfig
 
 from .evaluation.aro import aro_columns, macro_unavailable
 from .evaluation.leaderboard import leaderboard_table, write_leaderboard
 from .experiment import DataArguments, ModelArguments, run_experiment
+from .objectives import enabled_objectives
+from .run_folder import finished_run, run_settings, run_status
 from .trainer import SlipTrainingArguments
 
 COMPONENT_VARIANTS = {
@@ -65,6 +69,8 @@ GRAPH_LOSS_VARIANTS = {
     "SLIP, loss on E": ("graph_loss_e", {"baseline": "slip", "graph_loss_on": "e"}),
     "SLIP, loss on Z and E": ("graph_loss_both", {"baseline": "slip", "graph_loss_on": "both"}),
 }
+logger = logging.getLogger(__name__)
+
 TABLES = ("batch_size", "components", "both", "objectives", "temporal", "graph_loss_on")
 _COLUMNS = (
     ("i2t", "mrr_i2t", 3), ("t2i", "mrr_t2i", 3), ("Mean", "mrr", 3), ("Med", "median_rank", 1),
@@ -101,6 +107,12 @@ class AblationArguments:
     )
     aro_dir: str | None = field(
         default=None, metadata={"help": "Also score every run of the objectives table on this ARO-format folder."}
+    )
+    reuse_runs: bool = field(
+        default=True,
+        metadata={"help": "Read back the runs already finished in output_dir and resume interrupted ones from their "
+                  "newest checkpoint, so a stopped table picks up where it stopped (a folder holding a run with other "
+                  "settings is an error). False trains every run from scratch."},
     )
 
 
@@ -203,15 +215,29 @@ def temporal_table(rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def _run(model_args, data_args, training_args, out: Path, label: str, seed: int, **changes) -> dict:
+def _run(model_args, data_args, training_args, out: Path, label: str, seed: int, reuse: bool, **changes) -> dict:
+    """One row's run for one seed in `out/label/seed<seed>`; with `reuse`, a finished run there is read back
+    and an interrupted one resumes from its newest checkpoint (`slip_hf.run_folder`)."""
     model_changes = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(ModelArguments)}}
     training_changes = {k: v for k, v in changes.items() if k not in model_changes}
     run_dir = out / label / f"seed{seed}"
     args = dataclasses.replace(training_args, output_dir=str(run_dir), seed=seed, data_seed=seed, **training_changes)
-    result = run_experiment(dataclasses.replace(model_args, **model_changes), dataclasses.replace(data_args, plots=False), args, run_name=label)
-    schedule = {"steps": result["steps"], "epochs": result["train"].get("epoch"), "learning_rate": args.learning_rate,
+    model_args, data_args = dataclasses.replace(model_args, **model_changes), dataclasses.replace(data_args, plots=False)
+    status = run_status(run_dir, run_settings(model_args, data_args, args, args.world_size)) if reuse else "new"
+    if status == "finished":
+        run = finished_run(run_dir, data_args.test_split)
+        test, steps, epochs = run["test"], run["steps"], run["epochs"]
+        objectives = enabled_objectives(AutoConfig.from_pretrained(run_dir))
+        logger.info("%s: reusing the finished run in %s", label, run_dir)
+    else:
+        if status == "interrupted":
+            args = dataclasses.replace(args, resume_from_checkpoint=True)
+            logger.info("%s: resuming the interrupted run in %s", label, run_dir)
+        result = run_experiment(model_args, data_args, args, run_name=label)
+        test, steps, epochs, objectives = result["test"], result["steps"], result["train"].get("epoch"), result["objectives"]
+    schedule = {"steps": steps, "epochs": epochs, "learning_rate": args.learning_rate,
                 "graph_learning_rate": args.graph_learning_rate, "batch_size": args.per_device_train_batch_size}
-    return {**result["test"], "objectives": result["objectives"], "schedule": schedule, "run_dir": str(run_dir)}
+    return {**test, "objectives": objectives, "schedule": schedule, "run_dir": str(run_dir), "run_status": status}
 
 
 def _with_aro(result: dict, run_dir: Path, aro_dir: str | None, max_length: int) -> dict:
@@ -234,7 +260,7 @@ def run_ablation(
     report, raw, boards = [], {}, {}
 
     def runs(label: str, data=data_args, **changes) -> list[dict]:
-        return [_run(model_args, data, training_args, out, label, seed, **changes) for seed in ablation.seeds]
+        return [_run(model_args, data, training_args, out, label, seed, ablation.reuse_runs, **changes) for seed in ablation.seeds]
 
     if ablation.table in ("batch_size", "both"):
         rows: dict[tuple[int, str], list[dict]] = {}
@@ -287,6 +313,9 @@ def run_ablation(
     for name, rows_b in boards.items():  # each table ends with the leaderboard of its rows
         markdown, _, _ = write_leaderboard(rows_b, out / name if len(boards) > 1 else out, f"Leaderboard: {name}")
         report.append(markdown.rstrip("\n"))
+    statuses = [result["run_status"] for rows_b in boards.values() for results in rows_b.values() for result in results]
+    report.append(f"{len(statuses)} runs: {statuses.count('new')} trained, {statuses.count('interrupted')} resumed from "
+                  f"their newest checkpoint, {statuses.count('finished')} read back (finished earlier in {out}).")
     markdown = "\n\n".join(report) + "\n"
     (out / "ablation_results.md").write_text(markdown)
     (out / "ablation_results.json").write_text(json.dumps(raw, indent=1))

@@ -39,7 +39,8 @@ Commands:
                   --equal_steps and --lr_scaling), the components (Table 4), the objectives (CLIP, SLIP,
                   StructXLIP, Structure-CLIP and their combinations), the temporal variants or the structural
                   loss on Z / E / both; several seeds, mean ± std, and the leaderboard of the rows
-                  (= python training/ablate.py).
+                  (= python training/ablate.py). Run again, a stopped table reads back its finished runs
+                  and resumes the interrupted one.
   export          A trained model as a plain CLIP checkpoint (CLIPModel, pipeline("zero-shot-image-
                   classification"), SentenceTransformer; the embeddings are exactly SLIP's), or remote code for
                   a SLIP checkpoint saved by slip_hf < 0.2.0.

@@ -7,7 +7,7 @@ plots and the model card.
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from .objectives import enabled_objectives, needs_scene_graphs, objective_weight
 from .paths import require_folder
 from .pixels import PixelPipeline
 from .processing import NodeTransform, RandomResizedCropFlip, undecoded_images
+from .run_folder import SETTINGS_FILE, results_file, run_settings
 from .trainer import SlipTrainer, SlipTrainingArguments, apply_config_overrides
 
 
@@ -142,7 +143,8 @@ def run_experiment(
 
     The best checkpoint by validation MRR is kept when `training_args.load_best_model_at_end` is set (the
     recipes do), and training resumes from `training_args.resume_from_checkpoint` (`True` = the last one in
-    `output_dir`).
+    `output_dir`). The folder records the run as `slip_hf.run_folder` describes: its settings before training,
+    the Trainer's state after it, the test results last.
     """
     require_folder(model_args.model_name_or_path, "model")
     set_seed(training_args.seed)
@@ -156,6 +158,7 @@ def run_experiment(
     image_processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or model_args.model_name_or_path)
     model = _load_model(model_args, len(class_names), dict(enumerate(class_names)))
     apply_config_overrides(model.config, training_args)
+    settings = run_settings(model_args, data_args, training_args, training_args.world_size)  # as requested
     data_args = dataclasses.replace(data_args, max_text_length=_text_length(data_args.max_text_length, model))
     graph = graph_data.node_graph(model.config)  # with the positive weights the config asks for
     scene_graphs = needs_scene_graphs(model.config)
@@ -192,8 +195,16 @@ def run_experiment(
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True  # the newest checkpoint in output_dir
+    if trainer.is_world_process_zero():  # the folder now holds this run (`slip_hf.run_folder`)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if data_args.test_split:  # results of an earlier run in this folder no longer describe it
+            stale = results_file(output_dir, data_args.test_split)
+            stale.unlink(missing_ok=True)
+            stale.with_suffix(".md").unlink(missing_ok=True)
+        (output_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
     train_output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(output_dir))
+    trainer.save_state()
     image_processor.save_pretrained(str(output_dir))
     results: dict[str, Any] = {
         "train": train_output.metrics, "output_dir": str(output_dir), "files": {}, "objectives": enabled_objectives(model.config)
@@ -248,10 +259,6 @@ def run_experiment(
         )
         card.save(output_dir / "README.md")
         results["files"]["model_card"] = str(output_dir / "README.md")
-        (output_dir / "run_config.json").write_text(
-            json.dumps({"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
-                        "world_size": trainer.accelerator.num_processes}, indent=1, default=str)
-        )
         if training_args.push_to_hub and training_args.hub_model_id:
             results["hub_commit"] = push_model_to_hub(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo), token=training_args.hub_token)
     return results
