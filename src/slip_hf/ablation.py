@@ -14,7 +14,8 @@ Every run is [`run_experiment`] with the same recipe (model, data, schedule) and
 changed, so the rows differ by exactly what their label says. Table 3 can give every batch size the same
 number of optimizer steps (`equal_steps`) and scale the learning rates with the batch (`lr_scaling`), so that
 batch size is not confounded with training length. Every table ends with the leaderboard of its rows
-(`slip_hf.evaluation.leaderboard`): each task's headline number, mean ± std, and a figure.
+(`slip_hf.evaluation.leaderboard`): each task's headline number, mean ± std, and a figure. Run again into the
+same folder, a table reads back its finished runs and resumes a stopped one (`slip_hf.run_folder`).
 """
 
 import dataclasses
@@ -33,6 +34,8 @@ from .experiment import DataArguments, ModelArguments, run_experiment
 from .objectives import enabled_objectives
 from .run_folder import finished_run, run_settings, run_status
 from .trainer import SlipTrainingArguments
+
+logger = logging.getLogger(__name__)
 
 COMPONENT_VARIANTS = {
     # name: (run folder, baseline, aux head, discriminative LR)
@@ -69,8 +72,6 @@ GRAPH_LOSS_VARIANTS = {
     "SLIP, loss on E": ("graph_loss_e", {"baseline": "slip", "graph_loss_on": "e"}),
     "SLIP, loss on Z and E": ("graph_loss_both", {"baseline": "slip", "graph_loss_on": "both"}),
 }
-logger = logging.getLogger(__name__)
-
 TABLES = ("batch_size", "components", "both", "objectives", "temporal", "graph_loss_on")
 _COLUMNS = (
     ("i2t", "mrr_i2t", 3), ("t2i", "mrr_t2i", 3), ("Mean", "mrr", 3), ("Med", "median_rank", 1),
