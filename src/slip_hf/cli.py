@@ -335,6 +335,7 @@ def leaderboard(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     from .evaluation.leaderboard import read_runs, write_leaderboard
+    from .run_folder import results_file
 
     parser = argparse.ArgumentParser(
         prog="slip-hf leaderboard",
@@ -354,9 +355,10 @@ def leaderboard(argv: Sequence[str]) -> int:
         path = Path(name)
         if not path.is_dir():
             raise FileNotFoundError(f"run folder {path}: no such folder.")
-        found = [path] if (path / "test_results.json").is_file() else sorted(p.parent for p in path.rglob("test_results.json"))
+        results_name = results_file(path).name
+        found = [path] if results_file(path).is_file() else sorted(p.parent for p in path.rglob(results_name))
         if not found:
-            raise FileNotFoundError(f"run folder {path}: no test_results.json in it or below it.")
+            raise FileNotFoundError(f"run folder {path}: no {results_name} in it or below it.")
         folders += [folder for folder in found if folder.resolve() not in {f.resolve() for f in folders}]
     rows = read_runs(folders)
     if args.aro_dir:

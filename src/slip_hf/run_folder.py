@@ -37,6 +37,12 @@ def results_file(folder: str | os.PathLike, split: str = "test") -> Path:
     return Path(folder) / f"{split}_results.json"
 
 
+def read_test_results(folder: str | os.PathLike, split: str = "test") -> tuple[str, dict[str, Any]]:
+    """`(run name, test metrics)` from the results file of a run folder."""
+    name, runs = next(iter(json.loads(results_file(folder, split).read_text()).items()))
+    return name, runs[0]
+
+
 def run_settings(model_args: Any, data_args: Any, training_args: Any, world_size: int) -> dict[str, Any]:
     """The settings a run records in `run_config.json`, as they read back from JSON."""
     settings = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
@@ -85,10 +91,10 @@ def run_status(folder: str | os.PathLike, settings: dict[str, Any]) -> Literal["
 
 def finished_run(folder: str | os.PathLike, split: str = "test") -> dict[str, Any]:
     """`{"name", "test", "steps", "epochs"}` of a finished run folder."""
-    folder = Path(folder)
-    name, runs = next(iter(json.loads(results_file(folder, split).read_text()).items()))
-    state = json.loads((folder / STATE_FILE).read_text())
-    return {"name": name, "test": runs[0], "steps": state["global_step"], "epochs": state["epoch"]}
+    name, test = read_test_results(folder, split)
+    state = json.loads((Path(folder) / STATE_FILE).read_text())
+    return {"name": name, "test": test, "steps": state["global_step"], "epochs": state["epoch"]}
 
 
-__all__ = ["RESULT_NEUTRAL_SETTINGS", "changed_settings", "finished_run", "results_file", "run_settings", "run_status"]
+__all__ = ["RESULT_NEUTRAL_SETTINGS", "SETTINGS_FILE", "STATE_FILE", "changed_settings", "finished_run", "read_test_results",
+           "results_file", "run_settings", "run_status"]

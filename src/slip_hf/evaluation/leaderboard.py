@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..run_folder import SETTINGS_FILE, read_test_results, results_file
 from .aro import macro_unavailable
 
 HEADLINES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -205,13 +206,12 @@ def read_run(folder: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, 
     """`(name, settings, test results)` of a run folder written by `run_slip.py` / `slip-hf train` / `ablate`; the
     results carry the folder as `_folder`."""
     folder = Path(folder)
-    results_file, config_file = folder / "test_results.json", folder / "run_config.json"
-    for path in (results_file, config_file):
+    config_file = folder / SETTINGS_FILE
+    for path in (results_file(folder), config_file):
         if not path.is_file():
             raise FileNotFoundError(f"run {folder}: no {path.name} (a folder written by run_slip.py, slip-hf train or ablate).")
-    results = json.loads(results_file.read_text())
-    name, runs = next(iter(results.items()))
-    return name, _settings(json.loads(config_file.read_text()), folder.resolve()), {**runs[0], "_folder": str(folder)}
+    name, results = read_test_results(folder)
+    return name, _settings(json.loads(config_file.read_text()), folder.resolve()), {**results, "_folder": str(folder)}
 
 
 def read_runs(folders: Sequence[str | os.PathLike]) -> dict[str, list[dict[str, Any]]]:

@@ -22,6 +22,7 @@ from ..embedding import encode_images, encode_texts
 from ..graph_batching import NodeGraph
 from ..pixels import PixelPipeline, open_image
 from ..processing import undecoded_images
+from ..run_folder import results_file
 from .classification import few_shot_linear_probe, zero_shot_classification
 from .graph_metrics import NodeEncoder, graph_metrics
 from .retrieval import alignment_score, retrieval_metrics
@@ -263,7 +264,8 @@ def write_report(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str |
     """`<name>_results.json` (every number) and `<name>_results.md` (the tables) under `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = out_dir / f"{name}_results.json", out_dir / f"{name}_results.md"
+    json_path = results_file(out_dir, name)
+    markdown_path = json_path.with_suffix(".md")
     json_path.write_text(json.dumps(runs, indent=1))
     markdown_path.write_text(
         f"## Retrieval\n\n{retrieval_table(runs)}\n\n## Classification\n\n{classification_table(runs)}\n"

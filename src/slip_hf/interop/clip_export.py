@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..paths import require_folder
+from ..run_folder import SETTINGS_FILE, read_test_results, results_file
 
 SENTENCE_TRANSFORMERS_MODULE = "sentence_transformers.models.CLIPModel"
 """The module type in `modules.json`: the name every sentence-transformers release since 2.0 resolves."""
@@ -130,12 +131,12 @@ def export_card(model_dir: str, name: str, slip_repo: str, dataset_id: str | Non
     measured test metrics (from its `test_results.json`) when the run wrote them."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    results_file, config_file = Path(model_dir) / "test_results.json", Path(model_dir) / "run_config.json"
+    config_file = Path(model_dir) / SETTINGS_FILE
     metrics = ""
-    if results_file.is_file():
-        run_name, runs = next(iter(json.loads(results_file.read_text()).items()))
-        retrieval = runs[0]["retrieval"]
-        related = runs[0].get("related_items", {}).get("mean", {})
+    if results_file(model_dir).is_file():
+        run_name, test = read_test_results(model_dir)
+        retrieval = test["retrieval"]
+        related = test.get("related_items", {}).get("mean", {})
         metrics = (f"\nMeasured on the test split by the SLIP run ({run_name}): same-item retrieval MRR "
                    f"{retrieval['mrr']:.4f}, R@1 {retrieval['recall_at_1']:.4f}, R@10 {retrieval['recall_at_10']:.4f}"
                    + (f"; related-item MRR (mean embedding) {related['mrr']:.4f}" if related else "")
