@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import slip_hf
 from slip_hf import SlipModel
 from slip_hf.cli import main as cli_main
 from slip_hf.experiment import parse_arguments, run_experiment
@@ -62,6 +63,13 @@ def test_run_slip_writes_model_results_card_and_plots(slip_run):
     assert protocol["positives_count"] == links["num_positives"]
     card = (slip_run / "README.md").read_text()
     assert "Related items:" in card
+    environment = json.loads((slip_run / "run_config.json").read_text())["environment"]  # what the run ran on
+    assert environment["versions"]["torch"] == torch.__version__ and environment["versions"]["slip_hf"] == slip_hf.__version__
+    assert set(environment["versions"]) == {"python", "torch", "transformers", "datasets", "accelerate", "torch_geometric",
+                                            "huggingface_hub", "slip_hf"}
+    assert environment["hardware"]["gpu"] == "none" and environment["hardware"]["world_size"] == 1
+    assert environment["hardware"]["processor"] and "not installed" not in environment["versions"].values()
+    assert "## Training environment" in card and f"torch {torch.__version__}" in card
     assert "model-index" in card and f"value: {round(results['retrieval']['mrr'], 4)}" in card
     assert "type: link-prediction" in card and "name: mrr (probe)" in card and "name: ndcg_at_10 (Z)" in card
     for plot in ("similarity_by_hop.png", "retrieval_grid.png"):

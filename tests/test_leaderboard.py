@@ -23,14 +23,19 @@ def _results(mrr: float, r1: float, probe: float | None, z: float | None = None,
     return results
 
 
-def _run_folder(root, name: str, label: str, seed: int, results: dict, **settings) -> str:
+ENVIRONMENT = {"versions": {"python": "3.11.7", "torch": "2.13.0", "transformers": "5.24.0"},
+               "hardware": {"processor": "AMD EPYC", "gpu": "none", "world_size": 1}}
+
+
+def _run_folder(root, name: str, label: str, seed: int, results: dict, environment=ENVIRONMENT, **settings) -> str:
     folder = root / f"{label}-seed{seed}"
     folder.mkdir()
     (folder / "test_results.json").write_text(json.dumps({name: [results]}))
     config = {"model": {"baseline": settings.get("baseline", "slip")},
               "data": {"dataset_name": "data/"},
               "training": {"seed": seed, "output_dir": str(folder), "logging_dir": str(folder / "runs"),
-                           "per_device_train_batch_size": settings.get("batch", 128), "learning_rate": 0.001}}
+                           "per_device_train_batch_size": settings.get("batch", 128), "learning_rate": 0.001},
+              "environment": environment}
     (folder / "run_config.json").write_text(json.dumps(config))
     return str(folder)
 
@@ -58,11 +63,27 @@ def test_leaderboard_from_run_folders_groups_seeds_and_marks_the_best(tmp_path, 
     assert slip[7] == "**0.250** (1 of 2 collapsed)"  # the collapsed seed is left out, and the cell says so
     assert lines["CLIP (fine-tuned)"].split(" | ")[6] == "-"  # CLIP has no Z
     summary = json.loads((out / "leaderboard.json").read_text())
-    assert summary["SLIP (per_device_train_batch_size=128)"]["Link MRR (probe)"]["n"] == 1
+    assert summary["methods"]["SLIP (per_device_train_batch_size=128)"]["Link MRR (probe)"]["n"] == 1
+    assert summary["environments"]["CLIP (fine-tuned)"] == [ENVIRONMENT]  # two seeds, one environment
+    assert table.rstrip().endswith("All runs: Python 3.11.7, torch 2.13.0, transformers 5.24.0; AMD EPYC, no GPU, 1 process.")
     with Image.open(out / "leaderboard.png") as figure:
         assert figure.size[0] > 800 and len(set(figure.convert("L").getdata())) > 20
     assert cli_main(["leaderboard", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_runs_from_other_versions_or_hardware_get_a_footnote_naming_what_differs(tmp_path):
+    newer = {"versions": {**ENVIRONMENT["versions"], "transformers": "5.25.0"},
+             "hardware": {**ENVIRONMENT["hardware"], "processor": "Intel Xeon"}}
+    folders = [_run_folder(tmp_path, "SLIP", "slip", 0, _results(0.3, 0.1, 0.2)),
+               _run_folder(tmp_path, "SLIP", "slip", 1, _results(0.3, 0.1, 0.2), environment=newer),
+               _run_folder(tmp_path, "CLIP (fine-tuned)", "clip", 0, _results(0.3, 0.1, 0.2), environment={}, baseline="clip")]
+    assert cli_main(["leaderboard", *folders[:2], "--output_dir", str(tmp_path / "two")]) == 0
+    table = (tmp_path / "two" / "leaderboard.md").read_text()
+    assert "different environments (differing: transformers, processor)" in table
+    assert json.loads((tmp_path / "two" / "leaderboard.json").read_text())["environments"]["SLIP"] == [ENVIRONMENT, newer]
+    assert cli_main(["leaderboard", folders[0], folders[2], "--output_dir", str(tmp_path / "old")]) == 0  # a 0.2 run
+    assert "differing: unrecorded" in (tmp_path / "old" / "leaderboard.md").read_text()
 
 
 def test_every_seed_with_a_collapsed_probe_or_no_aro_group_says_so(tmp_path):

@@ -24,6 +24,21 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` that accepts both spellings of every long flag, `--raw-dir` and `--raw_dir`, as
+    `HfArgumentParser` does for the commands built from dataclasses: one convention across `slip-hf`."""
+
+    def add_argument(self, *names: str, **kwargs):
+        spellings = list(names)
+        for name in names:
+            if name.startswith("--"):
+                for other in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+                    if other not in spellings:
+                        spellings.append(other)
+        return super().add_argument(*spellings, **kwargs)
+
+
 DESCRIPTION = """\
 slip_hf: structure-aware language-image pretraining (SLIP) on transformers / datasets / torch_geometric.
 
@@ -91,7 +106,7 @@ def _parse_config(config_class: type, prog: str, description: str, argv: Sequenc
 def generate_raw(argv: Sequence[str]) -> int:
     from .data.synthetic import generate_synthetic_raw, summary_table
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="slip-hf generate-raw",
         description="Write synthetic raw files in the Amazon Reviews 2023 schema (see slip_hf.data.synthetic).",
     )
@@ -143,7 +158,7 @@ def build_dataset(argv: Sequence[str]) -> int:
 def push_dataset(argv: Sequence[str]) -> int:
     from .data import push_dataset_to_hub
 
-    parser = argparse.ArgumentParser(prog="slip-hf push-dataset", description="Upload a built dataset folder to the Hub.")
+    parser = ArgumentParser(prog="slip-hf push-dataset", description="Upload a built dataset folder to the Hub.")
     parser.add_argument("--dataset-dir", required=True, help="folder written by build-dataset")
     parser.add_argument("--repo-id", required=True, help="e.g. you/amazon-copurchase-mm")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
@@ -337,7 +352,7 @@ def leaderboard(argv: Sequence[str]) -> int:
     from .evaluation.leaderboard import read_runs, write_leaderboard
     from .run_folder import results_file
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="slip-hf leaderboard",
         description="One table of evidence from finished runs (no retraining): each method's headline number on every "
                     "task (same-item MRR and R@1, related-item MRR, link-prediction MRR of the mean embedding, Z and the "
@@ -435,7 +450,7 @@ def export(argv: Sequence[str]) -> int:
 
 
 def toy_train(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="slip-hf toy-train",
         description="Train a tiny CLIP + SLIP head on the embedded toy product graph (CPU, about a minute).",
     )

@@ -255,7 +255,7 @@ def run_experiment(
         card = build_model_card(
             metrics, model_name=output_dir.name, base_model=model_args.model_name_or_path,
             dataset_id=data_args.dataset_name, dataset_config=data_args.dataset_config, hyperparameters=hyperparameters,
-            split=data_args.test_split,
+            split=data_args.test_split, environment=settings["environment"],
         )
         card.save(output_dir / "README.md")
         results["files"]["model_card"] = str(output_dir / "README.md")

@@ -6,6 +6,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .environment import describe_environment
 from .evaluation.runner import classification_table, graph_metric_sections, retrieval_table
 from .hub_upload import upload_folder_to_hub
 
@@ -27,6 +28,7 @@ def build_model_card(
     hyperparameters: Mapping[str, Any],
     comparison: Mapping[str, list[Mapping[str, Any]]] | None = None,
     split: str = "test",
+    environment: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """A `ModelCard` whose YAML `model-index` and tables carry `results` (from `evaluate_checkpoint`).
 
@@ -37,6 +39,9 @@ def build_model_card(
         dataset_id, dataset_config: where the data came from.
         hyperparameters: shown in the card (training arguments that matter).
         comparison: other models' runs (e.g. the CLIP baseline) for the tables, as `{name: [results, ...]}`.
+        split: the split `results` were measured on.
+        environment: what the run ran on (`slip_hf.environment.run_environment`), shown under "Training
+            environment"; `None` leaves the section out.
     """
     eval_results = [
         EvalResult(
@@ -77,6 +82,7 @@ def build_model_card(
     )
     runs = {model_name: [results], **(comparison or {})}
     params = "\n".join(f"| `{key}` | {value} |" for key, value in hyperparameters.items())
+    environment_section = f"\n## Training environment\n\n{describe_environment(dict(environment))}\n" if environment else ""
     body = f"""
 # {model_name}
 
@@ -120,7 +126,7 @@ rank and Recall@k as in Table 2 of the SLIP paper.
 | argument | value |
 |---|---|
 {params}
-
+{environment_section}
 ## Citation
 
 ```bibtex

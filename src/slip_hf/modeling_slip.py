@@ -27,7 +27,8 @@ from .objectives import OBJECTIVES, ForwardState, objective_batch_fields, object
 
 def l2_normalize(embeds: torch.Tensor) -> torch.Tensor:
     """`embeds / ||embeds||_2` along the last dim, with the same operations as `CLIPModel.forward`, so that a
-    SLIP model with both loss weights at 0 reproduces CLIP's loss and gradients bit for bit."""
+    SLIP model with both loss weights at 0 reproduces CLIP's loss and gradients (to the rounding of sums that
+    the two code paths order differently)."""
     return embeds / embeds.pow(2).sum(dim=-1, keepdim=True).pow(0.5)
 
 
@@ -394,7 +395,7 @@ class SlipModel(SlipPreTrainedModel):
         share = world * local_size / batch_size if local_loss else 1.0
 
         logit_scale = self.clip.logit_scale.exp()
-        if anchors is None:  # CLIPModel's own operations, so that zero loss weights reproduce CLIP bit for bit
+        if anchors is None:  # CLIPModel's own operations, so that zero loss weights reproduce CLIP
             logits_per_text = (text_all @ image_all.T) * logit_scale
             logits_per_image = logits_per_text.T
         else:

@@ -2,7 +2,8 @@
 
 A run writes, in this order:
 
-1. `run_config.json`: its settings (model, data and training arguments, world size), before training starts;
+1. `run_config.json`: its settings (model, data and training arguments, world size) and what it runs on (the
+   versions of the stack, the processor and GPUs: `slip_hf.environment`), before training starts;
 2. `checkpoint-*`: the Trainer's checkpoints while it trains;
 3. `trainer_state.json`: the Trainer's final state (steps, epochs, log), after training;
 4. `<test split>_results.json` (`test_results.json`): the test metrics, last.
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from transformers.trainer_utils import get_last_checkpoint
+
+from .environment import run_environment
 
 SETTINGS_FILE = "run_config.json"
 STATE_FILE = "trainer_state.json"
@@ -44,9 +47,10 @@ def read_test_results(folder: str | os.PathLike, split: str = "test") -> tuple[s
 
 
 def run_settings(model_args: Any, data_args: Any, training_args: Any, world_size: int) -> dict[str, Any]:
-    """The settings a run records in `run_config.json`, as they read back from JSON."""
+    """The settings a run records in `run_config.json`, as they read back from JSON, with the environment it runs
+    in (`"environment"`: versions and hardware, which never stop a folder from being reused)."""
     settings = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
-                "world_size": world_size}
+                "world_size": world_size, "environment": run_environment(world_size)}
     return json.loads(json.dumps(settings, default=str))
 
 

@@ -14,7 +14,9 @@ one row. [`leaderboard_table`] then writes one column per task, best mean in bol
 | ARO (when scored) | macro accuracy per task | `aro` |
 
 A number a run does not have (Z for CLIP, a probe that collapsed, ARO's macro without a group of 25 cases)
-is never averaged in: the cell says what is missing.
+is never averaged in: the cell says what is missing. Each run folder's environment (versions and hardware,
+`slip_hf.environment`) goes into `leaderboard.json`, and the table gets a footnote naming what differs when
+its runs came from different versions or machines.
 """
 
 import json
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..environment import describe_environment, environment_differences
 from ..run_folder import SETTINGS_FILE, read_test_results, results_file
 from .aro import macro_unavailable
 
@@ -180,16 +183,43 @@ def plot_leaderboard(rows: Mapping[str, Sequence[Mapping[str, Any]]], path: str 
     return path
 
 
+def run_environments(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """`{method: [environment, ...]}`: the distinct environments its runs recorded (`{}` for a run without one)."""
+    distinct: dict[str, list[dict[str, Any]]] = {}
+    for method, runs in rows.items():
+        for run in runs:
+            environment = run.get("_environment") or {}
+            if environment not in distinct.setdefault(method, []):
+                distinct[method].append(environment)
+    return distinct
+
+
+def environment_footnote(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """A markdown footnote when the runs came from different versions or hardware (naming what differs), else
+    the one environment they share; empty when no run recorded one."""
+    environments = [environment for found in run_environments(rows).values() for environment in found]
+    unique = [e for i, e in enumerate(environments) if e not in environments[:i]]
+    if not any(unique):
+        return ""
+    differing = environment_differences(unique)
+    if differing:
+        return (f"Note: these runs came from different environments (differing: {', '.join(differing)}); "
+                f"see `leaderboard.json` for each method's.")
+    return f"All runs: {describe_environment(unique[0])}."
+
+
 def write_leaderboard(rows: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str | os.PathLike,
                       title: str = "Leaderboard") -> tuple[str, Path, Path]:
-    """`leaderboard.md`, `leaderboard.png` and `leaderboard.json` (the statistics) in `out_dir`; returns the
-    markdown and the two paths."""
+    """`leaderboard.md`, `leaderboard.png` and `leaderboard.json` in `out_dir`; returns the markdown and the two
+    paths. The JSON holds `{"methods": leaderboard_summary(rows), "environments": run_environments(rows)}`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = f"## {title}\n\n{leaderboard_table(rows)}\n"
+    footnote = environment_footnote(rows)
+    markdown = f"## {title}\n\n{leaderboard_table(rows)}\n" + (f"\n{footnote}\n" if footnote else "")
     markdown_path, figure_path = out_dir / "leaderboard.md", out_dir / "leaderboard.png"
     markdown_path.write_text(markdown)
-    (out_dir / "leaderboard.json").write_text(json.dumps(leaderboard_summary(rows), indent=1))
+    summary = {"methods": leaderboard_summary(rows), "environments": run_environments(rows)}
+    (out_dir / "leaderboard.json").write_text(json.dumps(summary, indent=1))
     plot_leaderboard(rows, figure_path)
     return markdown, markdown_path, figure_path
 
@@ -204,14 +234,15 @@ def _settings(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
 
 def read_run(folder: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """`(name, settings, test results)` of a run folder written by `run_slip.py` / `slip-hf train` / `ablate`; the
-    results carry the folder as `_folder`."""
+    results carry the folder as `_folder` and what the run ran on as `_environment` (`{}` if unrecorded)."""
     folder = Path(folder)
     config_file = folder / SETTINGS_FILE
     for path in (results_file(folder), config_file):
         if not path.is_file():
             raise FileNotFoundError(f"run {folder}: no {path.name} (a folder written by run_slip.py, slip-hf train or ablate).")
     name, results = read_test_results(folder)
-    return name, _settings(json.loads(config_file.read_text()), folder.resolve()), {**results, "_folder": str(folder)}
+    config = json.loads(config_file.read_text())
+    return name, _settings(config, folder.resolve()), {**results, "_folder": str(folder), "_environment": config.get("environment", {})}
 
 
 def read_runs(folders: Sequence[str | os.PathLike]) -> dict[str, list[dict[str, Any]]]:
@@ -235,5 +266,5 @@ def read_runs(folders: Sequence[str | os.PathLike]) -> dict[str, list[dict[str, 
     return rows
 
 
-__all__ = ["HEADLINES", "headline_values", "leaderboard_summary", "leaderboard_table", "plot_leaderboard", "read_run",
-           "read_runs", "write_leaderboard"]
+__all__ = ["HEADLINES", "environment_footnote", "headline_values", "leaderboard_summary", "leaderboard_table",
+           "plot_leaderboard", "read_run", "read_runs", "run_environments", "write_leaderboard"]
