@@ -235,6 +235,16 @@ def test_the_page_in_a_real_browser(page, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "#query textarea").send_keys(words)
         driver.find_element(By.CSS_SELECTOR, "#search").click()
         wait.until(lambda d: "Images for" in d.find_element(By.CSS_SELECTOR, "#status").text)
+        # a visitor's cut-out: a transparent PNG (colour hidden under alpha 0) searched by image
+        cut_out = Image.new("RGBA", (48, 40), (200, 20, 160, 0))
+        cut_out.paste((30, 90, 200, 255), (10, 8, 38, 32))
+        cut_out.save(tmp_path / "cut-out.png")
+        driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(tmp_path / "cut-out.png"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload img"))
+        driver.find_element(By.CSS_SELECTOR, "#search-image").click()
+        wait.until(lambda d: "Items whose titles match the uploaded image" in d.find_element(By.CSS_SELECTOR, "#status").text)
+        for number in (0, 1):
+            wait.until(lambda d, n=number: len(d.find_elements(By.CSS_SELECTOR, f"#results-{n} button.thumbnail-item img")) == 12)
         screenshot = tmp_path / "space.png"
         driver.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 20_000

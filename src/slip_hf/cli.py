@@ -346,7 +346,6 @@ def ablate(argv: Sequence[str], prog: str = "slip-hf ablate") -> int:
 
 
 def leaderboard(argv: Sequence[str]) -> int:
-    import json
     from pathlib import Path
 
     from .evaluation.leaderboard import read_runs, write_leaderboard

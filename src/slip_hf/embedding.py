@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .paths import require_folder
-from .pixels import decode_image, open_image
+from .pixels import decode_image
+from .viewed_image import open_image, viewed_rgb
 
 
 def _features(output: Any) -> torch.Tensor:
@@ -53,9 +54,9 @@ class ImageBatch:
 
     def __call__(self, items: list[Any]) -> torch.Tensor | list[torch.Tensor]:
         images = [self.load_image(item) for item in items]
-        if self.image_processor is None:  # decode_image converts to RGB itself
+        if self.image_processor is None:  # decode_image turns the image upright and into RGB itself
             return [decode_image(image) for image in images]
-        return self.image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+        return self.image_processor(images=[viewed_rgb(image) for image in images], return_tensors="pt")["pixel_values"]
 
 
 @torch.no_grad()

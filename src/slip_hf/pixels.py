@@ -1,9 +1,9 @@
 r"""The tensor image path: CPU workers only decode images to uint8 tensors; resizing, cropping, augmentation
 and normalisation run batched in torch on the training device (the GPU when there is one).
 
-[`decode_image`] is the CPU side: PIL decode, RGB conversion (grayscale, RGBA, palette, CMYK, as
-`CLIPImageProcessor`'s `do_convert_rgb`), a `(3, H, W)` uint8 tensor (a channels-last view of the decoded
-`(H, W, 3)` array, which the data collator stacks with one contiguous copy).
+[`decode_image`] is the CPU side: PIL decode, the image as a person sees it (`slip_hf.viewed_image`: EXIF
+orientation, transparency on white, 16-bit scaled, CMYK and palettes converted), a `(3, H, W)` uint8 tensor (a
+channels-last view of the decoded `(H, W, 3)` array, which the data collator stacks with one contiguous copy).
 
 [`PixelPipeline`] is the device side, the same preprocessing as a CLIP image processor (any checkpoint's
 `preprocessor_config.json`):
@@ -34,7 +34,6 @@ On the CPU the resizes run per sample on uint8 tensors (torch's uint8 kernels ar
 than the float matrix products, and round like PIL); elsewhere on float32.
 """
 
-import io
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,35 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-
-def open_image(image: Any) -> Image.Image:
-    """A PIL image from what a dataset or a user holds: a PIL image, a `datasets.Image(decode=False)` value
-    (`{"bytes": ..., "path": ...}`), encoded bytes, a path or a file object. Raises `ValueError` for what cannot be
-    decoded (PIL raises several types for corrupt files)."""
-    if isinstance(image, Image.Image):
-        return image
-    try:
-        if isinstance(image, dict):
-            image = io.BytesIO(image["bytes"]) if image.get("bytes") is not None else image["path"]
-        elif isinstance(image, (bytes, bytearray)):
-            image = io.BytesIO(image)
-        opened = Image.open(image)
-        opened.load()
-        return opened
-    except Exception as error:
-        raise ValueError(f"image cannot be decoded ({error}).") from error
+from .viewed_image import viewed_rgb
 
 
 def decode_image(image: Any) -> torch.Tensor:
-    """What [`open_image`] takes -> `(3, H, W)` uint8 tensor (RGB). Raises `ValueError` for what cannot be
-    decoded."""
-    image = open_image(image)
-    try:
-        array = np.array(image.convert("RGB"))  # a writable copy: torch refuses read-only buffers
-    except Exception as error:  # a truncated file fails only here
-        raise ValueError(f"image cannot be decoded ({error}).") from error
+    """What `slip_hf.viewed_image.open_image` takes -> `(3, H, W)` uint8 tensor (RGB, as a person sees the image).
+    Raises `ValueError` (`ImageRefused`) for what cannot be decoded."""
+    array = np.array(viewed_rgb(image))  # a writable copy: torch refuses read-only buffers
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
@@ -312,4 +290,4 @@ def _random_square(rng: np.random.Generator, height: int, width: int, scale: tup
     return left + (crop_w - side) // 2, top + (crop_h - side) // 2, side
 
 
-__all__ = ["CropBox", "PixelPipeline", "decode_image", "open_image", "resampling_matrices"]
+__all__ = ["CropBox", "PixelPipeline", "decode_image", "resampling_matrices"]

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .pixels import decode_image, open_image
+from .pixels import decode_image
+from .viewed_image import viewed_rgb
 
 
 class RandomResizedCropFlip:
@@ -100,11 +101,9 @@ class NodeTransform:
 
     def _load_image(self, image: Any, node_id: Any) -> Image.Image:
         try:
-            image = open_image(image).convert("RGB")
+            image = viewed_rgb(image)
         except ValueError as error:
             raise ValueError(f"node {node_id}: {error}") from None
-        except Exception as error:  # a truncated file fails only when its pixels are read
-            raise ValueError(f"node {node_id}: image cannot be decoded ({error}).") from None
         return self.image_augmentation(image) if self.image_augmentation is not None else image
 
     @staticmethod

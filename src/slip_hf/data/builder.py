@@ -41,11 +41,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..graph_batching import NodeGraph
+from ..viewed_image import WHITE
 from .amazon_raw import RawCategoryFiles, download_raw_files, iter_review_texts, locate_raw_files
 from .card import write_dataset_card
 from .clip_score import clip_t_scores
 from .copurchase import Purchases, copurchase_edges, read_purchases
-from .images import ImageDownloader
+from .images import ImageDownloader, fix_counts
 from .items import load_items
 from .json_lines import check_on_bad_lines
 from .kcore import kcore_bipartite, kcore_graph
@@ -94,6 +95,10 @@ class BuildConfig:
         metadata={"help": "Store each image's centred square: with --image_size 224, images are stored at the training "
                   "resolution, as CLIP's processor would crop them (cheaper decoding, no resizing in training)."},
     )
+    image_background: list[int] = field(
+        default_factory=lambda: list(WHITE),
+        metadata={"help": "r g b under transparent pixels of stored images (default: 255 255 255, white)."},
+    )
     download_workers: int = field(default=16, metadata={"help": "Parallel image downloads."})
     download_timeout: float = field(default=10.0, metadata={"help": "Seconds per connect/read."})
     download_deadline: float = field(default=60.0, metadata={"help": "Seconds for a whole image download."})
@@ -137,6 +142,8 @@ class StepRecord:
     dropped: dict[str, int]
     seconds: float
     reused: bool
+    fixed: dict[str, int] = field(default_factory=dict)
+    """What the step repaired in the rows it kept, and how often (the images step: `images.fix_counts`)."""
 
 
 @dataclass
@@ -356,7 +363,7 @@ def build_dataset(config: BuildConfig) -> BuildResult:
         config.work_path, image_size=config.image_size, center_crop=config.center_crop_images,
         deadline=config.download_deadline, local_roots=["/"] if config.allow_local_files else None,
         num_workers=config.download_workers,
-        timeout=config.download_timeout, retries=config.download_retries,
+        timeout=config.download_timeout, retries=config.download_retries, background=tuple(config.image_background),
     )
     results = downloader.download([(asin, url_of[asin]) for asin in core_asins], retry_failed=config.retry_failed_downloads)
     image_ok = {asin for asin in core_asins if results[asin].status == "ok"}
@@ -364,7 +371,8 @@ def build_dataset(config: BuildConfig) -> BuildResult:
     for asin in core_asins:
         if results[asin].status != "ok":
             failures[f"image {results[asin].status}"] = failures.get(f"image {results[asin].status}", 0) + 1
-    records.append(StepRecord("5. images", len(image_ok), failures, time.perf_counter() - start, False))
+    records.append(StepRecord("5. images", len(image_ok), failures, time.perf_counter() - start, False,
+                              fix_counts(results[asin] for asin in core_asins)))
 
     # 6. CLIP-T
     scored = sorted(image_ok)
@@ -379,7 +387,8 @@ def build_dataset(config: BuildConfig) -> BuildResult:
             )
             return {"scores": pa.table({"parent_asin": scored, "title": titles, "description": descriptions})}, {}
 
-        images = json.dumps([[results[a].url, results[a].num_bytes, results[a].source] for a in scored])
+        images = json.dumps([[results[a].url, results[a].num_bytes, results[a].source, results[a].view_version,
+                              results[a].background] for a in scored])
         tables, _, reused, seconds = timed(
             "clip_t", {"model": config.clip_t_model, "nodes": scored, "images": hashlib.sha256(images.encode()).hexdigest()},
             ["items"], compute_clip_t,
@@ -477,11 +486,14 @@ def build_dataset(config: BuildConfig) -> BuildResult:
 
 
 def summary_table(records: list[StepRecord]) -> str:
-    """The build's steps as a markdown table: what each kept, what it dropped and why, and its time."""
-    lines = ["| step | kept | dropped (reason: count) | seconds |", "|---|---:|---|---:|"]
+    """The build's steps as a markdown table: what each kept, what it dropped and why, what it repaired (images:
+    turned upright, transparency flattened, 16-bit scaled, an animation's first frame), and its time."""
+    lines = ["| step | kept | dropped (reason: count) | fixed (kind: count) | seconds |", "|---|---:|---|---|---:|"]
     for record in records:
         dropped = "; ".join(f"{reason}: {count}" for reason, count in record.dropped.items() if count) or "-"
-        lines.append(f"| {record.step} | {record.kept} | {dropped} | {record.seconds:.1f}{' (reused)' if record.reused else ''} |")
+        fixed = "; ".join(f"{kind}: {count}" for kind, count in record.fixed.items() if count) or "-"
+        lines.append(f"| {record.step} | {record.kept} | {dropped} | {fixed} | "
+                     f"{record.seconds:.1f}{' (reused)' if record.reused else ''} |")
     return "\n".join(lines)
 
 

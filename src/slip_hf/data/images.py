@@ -1,8 +1,10 @@
 """Step 6 of the graph build: download, verify and resize one image per node.
 
 [`ImageDownloader`] fetches URLs in parallel threads (`requests`, one session per thread), retries transient
-failures with exponential backoff, enforces timeouts and a redirect limit, checks that the bytes decode as an
-image, resizes it and stores it as JPEG. Every URL ends with exactly one recorded status:
+failures with exponential backoff, enforces timeouts and a redirect limit, decodes the bytes into the image a
+person sees (`slip_hf.viewed_image`: EXIF orientation, transparency on a background, 16-bit scaled, an
+animation's first frame), resizes it and stores it as JPEG. Each stored image records which of those fixes it
+took (`fixes`). Every URL ends with exactly one recorded status:
 
 | status | meaning | retried on a re-run |
 |---|---|---|
@@ -15,11 +17,15 @@ image, resizes it and stores it as JPEG. Every URL ends with exactly one recorde
 | `too_large` | more than `max_bytes` bytes | no |
 | `not_image` | the bytes are not an image format Pillow knows | no |
 | `corrupt_image` | a known format that fails to decode (e.g. a cut-off JPEG) | no |
+| `decompression_bomb` | more pixels than `PIL.Image.MAX_IMAGE_PIXELS` (refused before decoding) | no |
+| `unsupported_image` | a 32-bit image with no one 8-bit reading (see `slip_hf.viewed_image`) | no |
 | `invalid_url` | not an http(s):// URL (nor an allowed file:// URL), or a missing local file | no |
 
 Statuses are appended to `<out_dir>/download_status.jsonl` as they happen, so an interrupted run loses
 nothing: a new run reads the log, keeps what is final and retries only what is not (`retry_failed=True`
-retries every failure). A stored image is kept only for the same URL and the same `image_size`.
+retries every failure). A stored image is kept only for the same URL, the same `image_size` and background,
+and the same `VIEW_VERSION` of the decoding: images stored before slip_hf 0.3.0 (`convert("RGB")`, which
+kept the colour under transparent pixels and ignored the orientation) are decoded again by a rebuild.
 
 Local files are untrusted input's favourite trick: a crafted metadata line with `file:///home/you/...` would
 copy a private image into a dataset that is then pushed to the Hub. So `file://` URLs are refused
@@ -45,11 +51,14 @@ from pathlib import Path
 
 import requests
 import urllib3
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
+from ..viewed_image import FIXES, VIEW_VERSION, WHITE, ImageRefused, viewed_image
+
 STATUS_LOG = "download_status.jsonl"
-FINAL_FAILURES = frozenset({"too_many_redirects", "too_large", "not_image", "corrupt_image", "invalid_url"})
+FINAL_FAILURES = frozenset({"too_many_redirects", "too_large", "not_image", "corrupt_image", "decompression_bomb",
+                            "unsupported_image", "invalid_url"})
 _RETRYABLE_HTTP = frozenset({408, 429})
 
 
@@ -69,6 +78,9 @@ class DownloadResult:
     image_size: int | None = None
     source: str = ""
     center_crop: bool = False
+    fixes: list[str] | None = None
+    view_version: int = 0
+    background: list[int] | None = None
 
     @property
     def is_final(self) -> bool:
@@ -119,6 +131,7 @@ class ImageDownloader:
         max_redirects: redirects followed before giving up.
         max_bytes: larger responses are refused.
         jpeg_quality: quality of the stored JPEGs.
+        background: `(r, g, b)` under transparent pixels (default white).
     """
 
     def __init__(
@@ -135,6 +148,7 @@ class ImageDownloader:
         max_redirects: int = 5,
         max_bytes: int = 20 << 20,
         jpeg_quality: int = 90,
+        background: tuple[int, int, int] = WHITE,
     ):
         self.out_dir = Path(out_dir)
         self.image_dir = self.out_dir / "images"
@@ -150,6 +164,9 @@ class ImageDownloader:
         self.max_redirects = max_redirects
         self.max_bytes = max_bytes
         self.jpeg_quality = jpeg_quality
+        self.background = [int(c) for c in background]
+        if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
+            raise ValueError(f"background must be three values in 0..255 (r g b), got {list(background)}.")
         self._local = threading.local()
 
     # -- public -------------------------------------------------------------------------------------------
@@ -203,6 +220,7 @@ class ImageDownloader:
             return (
                 result.path is not None and Path(result.path).exists() and result.image_size == self.image_size
                 and result.center_crop == self.center_crop and result.source == _local_source(result.url)
+                and result.view_version == VIEW_VERSION and result.background == self.background
             )
         return result.is_final and not retry_failed
 
@@ -214,10 +232,11 @@ class ImageDownloader:
             try:
                 source = _local_source(url)
                 data = self._read(url)
-                path = self._store(key, data)
+                path, fixes = self._store(key, data)
                 return DownloadResult(
                     key, url, "ok", 200 if url.startswith("http") else None, attempts, len(data), "", str(path),
-                    time.perf_counter() - start, self.image_size, source, self.center_crop,
+                    time.perf_counter() - start, self.image_size, source, self.center_crop, sorted(fixes), VIEW_VERSION,
+                    self.background,
                 )
             except _Failure as failure:
                 if not failure.retryable or attempts > self.retries:
@@ -285,15 +304,11 @@ class ImageDownloader:
         except requests.RequestException as error:
             raise _Failure("invalid_url", str(error)) from error
 
-    def _store(self, key: str, data: bytes) -> Path:
+    def _store(self, key: str, data: bytes) -> tuple[Path, frozenset[str]]:
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                image = image.convert("RGB")
-        except UnidentifiedImageError as error:
-            raise _Failure("not_image", str(error)) from error
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise _Failure("corrupt_image", str(error)) from error
+            image, fixes = viewed_image(io.BytesIO(data), self.background)
+        except ImageRefused as error:
+            raise _Failure(error.status, str(error)) from error
         shorter = min(image.size)
         if shorter > self.image_size:
             scale = self.image_size / shorter
@@ -307,7 +322,16 @@ class ImageDownloader:
         temporary = path.with_suffix(".tmp")
         image.save(temporary, format="JPEG", quality=self.jpeg_quality)
         os.replace(temporary, path)  # a crash never leaves a half-written image under the final name
-        return path
+        return path, fixes
 
 
-__all__ = ["STATUS_LOG", "DownloadResult", "ImageDownloader"]
+def fix_counts(results: Iterable[DownloadResult]) -> dict[str, int]:
+    """`{fix: images}` over the stored images of `results`, in `slip_hf.viewed_image.FIXES` order."""
+    counts = dict.fromkeys(FIXES, 0)
+    for result in results:
+        for fix in result.fixes or ():
+            counts[fix] += 1
+    return {fix.replace("_", " "): count for fix, count in counts.items() if count}
+
+
+__all__ = ["STATUS_LOG", "DownloadResult", "ImageDownloader", "fix_counts"]

@@ -21,9 +21,10 @@ import pandas as pd
 import pyarrow as pa
 
 from ..graph_batching import NodeGraph
+from ..viewed_image import WHITE
 from .builder import StepRecord
 from .card import write_dataset_card
-from .images import ImageDownloader
+from .images import ImageDownloader, fix_counts
 from .labels import assign_labels
 from .writing import SPLITS, assign_splits, write_config
 
@@ -56,6 +57,10 @@ class ImportConfig:
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of items in the validation split."})
     seed: int = field(default=0, metadata={"help": "Seed of the split."})
     image_size: int = field(default=256, metadata={"help": "Shorter side of stored images."})
+    image_background: list[int] = field(
+        default_factory=lambda: list(WHITE),
+        metadata={"help": "r g b under transparent pixels of stored images (default: 255 255 255, white)."},
+    )
     download_workers: int = field(default=8, metadata={"help": "Parallel image reads/downloads."})
     max_shard_bytes: int = field(default=500 << 20, metadata={"help": "Target size of a parquet shard."})
     license: str = field(default="other", metadata={"help": "License tag of the card."})
@@ -119,7 +124,8 @@ def import_graph(config: ImportConfig):
             return value
         return (base / value).resolve().as_uri() if not os.path.isabs(value) else Path(value).resolve().as_uri()
 
-    downloader = ImageDownloader(config.work_path, image_size=config.image_size, num_workers=config.download_workers, local_roots=roots)
+    downloader = ImageDownloader(config.work_path, image_size=config.image_size, num_workers=config.download_workers,
+                                 local_roots=roots, background=tuple(config.image_background))
     results = downloader.download([(ids.iloc[i], url(images.iloc[i])) for i in np.flatnonzero(keep)])
     failed: dict[str, int] = {}
     for i in np.flatnonzero(keep):
@@ -127,7 +133,8 @@ def import_graph(config: ImportConfig):
         if result.status != "ok":
             failed[result.status] = failed.get(result.status, 0) + 1
             keep[i] = False
-    records.append(StepRecord("2. images", int(keep.sum()), failed, time.perf_counter() - start, False))
+    records.append(StepRecord("2. images", int(keep.sum()), failed, time.perf_counter() - start, False,
+                              fix_counts(results[ids.iloc[i]] for i in np.flatnonzero(keep))))
 
     start = time.perf_counter()
     kept = np.flatnonzero(keep)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..viewed_image import viewed_rgb
 from .hub import load_copurchase_graph
 from .synthetic import COLORS
 
@@ -58,7 +59,7 @@ def write_product_structure_benchmark(
     (out / "images").mkdir(parents=True, exist_ok=True)
 
     def image(node_id: int, size: int) -> Image.Image:
-        return nodes[row_of[node_id]]["image"].convert("RGB").resize((size, size), Image.BICUBIC)
+        return viewed_rgb(nodes[row_of[node_id]]["image"]).resize((size, size), Image.BICUBIC)
 
     attribution = []
     for _ in range(num_cases * 20):

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from ..embedding import encode_images, encode_texts, load_dual_encoder
+from ..viewed_image import viewed_rgb
 
 TASKS = {
     "VG-Relation": ("visual_genome_relation.json", "relation_name", 0),
@@ -81,8 +82,7 @@ def _group(case: dict, group_field: str) -> str:
 def _cropped(case: dict) -> Image.Image:
     """A case's image cut to its box, as the reference does."""
     x, y, w, h = (case[k] for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
-    with Image.open(case["image_path"]) as image:
-        return image.convert("RGB").crop((x, y, x + w, y + h))
+    return viewed_rgb(case["image_path"]).crop((x, y, x + w, y + h))
 
 
 def score_cases(model, image_processor, tokenizer, cases: Sequence[dict], batch_size: int = 64, max_length: int = 77) -> np.ndarray:

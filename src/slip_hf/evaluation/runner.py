@@ -20,9 +20,10 @@ from PIL import Image
 
 from ..embedding import encode_images, encode_texts
 from ..graph_batching import NodeGraph
-from ..pixels import PixelPipeline, open_image
+from ..pixels import PixelPipeline
 from ..processing import undecoded_images
 from ..run_folder import results_file
+from ..viewed_image import open_image
 from .classification import few_shot_linear_probe, zero_shot_classification
 from .graph_metrics import NodeEncoder, graph_metrics
 from .retrieval import alignment_score, retrieval_metrics

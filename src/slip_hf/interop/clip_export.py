@@ -129,7 +129,7 @@ def export_card(model_dir: str, name: str, slip_repo: str, dataset_id: str | Non
                 widget_image: str | None, id2label: dict | None) -> str:
     """The export's model card: how to load it in each library, where it comes from, and the SLIP model's
     measured test metrics (from its `test_results.json`) when the run wrote them."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     config_file = Path(model_dir) / SETTINGS_FILE
     metrics = ""

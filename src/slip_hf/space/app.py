@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..paths import require_folder
+from ..viewed_image import ImageRefused, viewed_rgb
 from .catalog import Catalog
 from .index import ModelIndex, load_index
 
@@ -79,10 +80,9 @@ class SpacePage:
         if not path:
             return (_warning("Upload an image first."), *empty)
         try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-        except Exception as error:  # PIL raises several types for corrupt files
-            return (_warning(f"This file is not an image that can be read ({type(error).__name__})."), *empty)
+            image = viewed_rgb(path)  # upright, transparency on white, as the visitor sees the file
+        except ImageRefused as error:
+            return (_warning(f"This file is not an image that can be read ({error.status.replace('_', ' ')})."), *empty)
         galleries, rows = [], []
         for index in self.indexes:
             found, _ = index.search(index.encode_image(image), "text", RESULTS)
