@@ -15,8 +15,8 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil
 
 from slip_hf.graph_batching import NodeGraph, SlipDataCollator
-from slip_hf.pixels import PixelPipeline, decode_image
-from slip_hf.processing import NodeTransform
+from slip_hf.pixels import PixelPipeline, decode_image, draw_crop_box
+from slip_hf.processing import NodeTransform, RandomResizedCropFlip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,33 @@ def test_pipeline_matches_the_clip_image_processor_on_odd_images(processor):
         # PIL rounds the resized image to uint8, torch keeps floats: ~1/255 on average, a few steps at sharp edges
         step = 1 / 255 / min(processor.image_std)
         assert difference.mean() < 0.5 * step and difference.max() < 8 * step, (image.mode, image.size)
+
+
+def test_both_image_paths_draw_one_kind_of_crop_and_flip():
+    """One augmentation definition: the processor path's `RandomResizedCropFlip` crops and flips the box that
+    `draw_crop_box` draws for the tensor path from the same generator, and the two paths then give the same
+    pixels to resize rounding."""
+    import random
+
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    pipeline = PixelPipeline.from_image_processor(processor)
+    image = _photo(48, 64, 9)
+    flips, sides = 0, set()
+    for seed in range(12):
+        random.seed(seed)
+        box = draw_crop_box(np.random.default_rng(random.getrandbits(64)), 48, 64)
+        random.seed(seed)
+        cropped = RandomResizedCropFlip()(image)
+        expected = image.crop((box.left, box.top, box.left + box.side, box.top + box.side))
+        expected = expected.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if box.flip else expected
+        assert np.array_equal(np.asarray(cropped), np.asarray(expected)), seed
+        by_processor = processor(images=[cropped], return_tensors="pt")["pixel_values"][0]
+        by_tensor = pipeline._normalize(pipeline._crop_one(decode_image(image), box)[None].float())[0]
+        step = 1 / 255 / min(processor.image_std)
+        assert (by_processor - by_tensor).abs().mean() < 0.5 * step, seed
+        flips += box.flip
+        sides.add(box.side)
+    assert 0 < flips < 12 and len(sides) > 3  # random flips and crops of several sizes
 
 
 def test_mixed_sizes_are_grouped_and_keep_their_order():
@@ -182,7 +209,7 @@ def test_builder_can_store_images_at_the_training_resolution(tmp_path):
 
 _KILLABLE_RUN = """
 import os, signal, sys
-from transformers import Trainer
+from slip_hf.checkpoints import AtomicCheckpoints as Trainer  # the whole save, rename included
 save = Trainer._save_checkpoint
 def save_then_die(self, *args, **kwargs):
     save(self, *args, **kwargs)

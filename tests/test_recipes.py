@@ -127,6 +127,18 @@ def test_accelerate_launch_runs_the_paper_recipe_on_two_processes(recipe_clip, g
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["epoch"] == 1.0  # 102 training nodes in global batches of 2 x 32: two steps make one epoch
     assert (out / "test_results.json").is_file() and (out / "model.safetensors").is_file()
+    # each process wrote its RNG state into the staging folder before the main process renamed it into place
+    files = json.loads((out / "checkpoint-2" / "slip_checkpoint.json").read_text())["files"]
+    assert {"rng_state_0.pth", "rng_state_1.pth", "optimizer.pt", "model.safetensors"} <= set(files)
+    assert not list(out.glob(".partial-*"))
+    # both processes resume from the checkpoint the main process chose
+    saved = (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns
+    command[command.index("--max_steps") + 1] = "3"
+    done = subprocess.run([str(accelerate), *command[1:], "--resume_from_checkpoint", "True"], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == saved  # not retrained
 
 
 def test_unknown_recipe_key_is_one_line_naming_the_key_and_the_file(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 
 _KILLABLE_ABLATION = """
 import os, signal, sys
-from transformers import Trainer
+from slip_hf.checkpoints import AtomicCheckpoints as Trainer  # the whole save, rename included
 save = Trainer._save_checkpoint
 def save_then_die(self, *args, **kwargs):
     save(self, *args, **kwargs)
@@ -104,12 +104,16 @@ def test_a_folder_holding_a_run_with_other_settings_is_an_error_that_loses_nothi
 
 
 def test_run_status_of_folders(tmp_path):
+    from slip_hf.checkpoints import write_manifest
     from slip_hf.run_folder import changed_settings, run_status
 
     settings = {"model": {"baseline": "slip"}, "data": {"test_split": "test"},
                 "training": {"learning_rate": 1e-3, "output_dir": str(tmp_path), "report_to": ["none"]}, "world_size": 1}
     assert run_status(tmp_path / "absent", settings) == "new" and run_status(tmp_path, settings) == "new"
     (tmp_path / "checkpoint-3").mkdir()
+    assert run_status(tmp_path, settings) == "new"  # an incomplete checkpoint (a kill mid-save) is nothing to resume
+    (tmp_path / "checkpoint-3" / "model.safetensors").write_bytes(b"weights")
+    write_manifest(tmp_path / "checkpoint-3")  # now whole, as slip_hf renames it into place
     with pytest.raises(ValueError, match="holds a run without run_config.json"):
         run_status(tmp_path, settings)
     (tmp_path / "run_config.json").write_text(json.dumps({**settings, "training": {**settings["training"], "output_dir": "/elsewhere"}}))

@@ -23,6 +23,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -209,9 +210,11 @@ class EvaluateArguments:
     max_text_length: int | None = field(default=None, metadata={"help": "Tokens per text (default: the tokenizer's)."})
     few_shot: list[int] = field(default_factory=lambda: [1, 5, 10], metadata={"help": "k of the k-shot probes."})
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
-    image_pipeline: str = field(
-        default="processor",
-        metadata={"help": "'tensor': decode to uint8 and preprocess batched in torch on the model's device (slip_hf.pixels)."},
+    image_pipeline: Literal["tensor", "processor"] = field(
+        default="tensor",
+        metadata={"help": "'tensor' (default): decode to uint8 and preprocess batched in torch on the model's device "
+                  "(slip_hf.pixels). 'processor': the CLIP image processor in the data workers, for checking against a "
+                  "processor."},
     )
     temporal_cut: str | None = field(
         default=None,

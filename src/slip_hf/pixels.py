@@ -166,9 +166,8 @@ class PixelPipeline:
 
     def draw_crop(self, key: int, epoch: int, height: int, width: int) -> "CropBox":
         """One sample's crop and flip, from its own generator seeded with `(seed, epoch, key)`."""
-        rng = np.random.default_rng([self.seed, epoch, key])
-        left, top, side = _random_square(rng, height, width, self.scale, self.ratio)
-        return CropBox(left, top, side, bool(rng.random() < self.flip_probability))
+        return draw_crop_box(np.random.default_rng([self.seed, epoch, key]), height, width, self.scale, self.ratio,
+                             self.flip_probability)
 
     def _crop_one(self, image: torch.Tensor, box: "CropBox") -> torch.Tensor:
         """One image's crop: its square window resized to the crop size (bicubic, antialiased), maybe flipped."""
@@ -273,10 +272,19 @@ def _center_crop(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return batch[..., top : top + height, left : left + width]
 
 
+def draw_crop_box(rng: np.random.Generator, height: int, width: int, scale: tuple[float, float] = (0.7, 1.0),
+                  ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_probability: float = 0.5) -> "CropBox":
+    """The training augmentation of both image paths: a random resized crop (area share in `scale`, aspect in
+    `ratio`, log-uniform; the whole image after 10 misses, as torchvision does), its centred square (what
+    resizing the crop's shortest edge and centre-cropping it keeps), and a horizontal flip with probability
+    `flip_probability`, all drawn from `rng`."""
+    left, top, side = _random_square(rng, height, width, scale, ratio)
+    return CropBox(left, top, side, bool(rng.random() < flip_probability))
+
+
 def _random_square(rng: np.random.Generator, height: int, width: int, scale: tuple[float, float],
                    ratio: tuple[float, float]) -> tuple[int, int, int]:
-    """`(left, top, side)` of the centred square of a random crop (area share in `scale`, aspect in `ratio`,
-    log-uniform; the whole image after 10 misses, as torchvision does)."""
+    """`(left, top, side)` of the centred square of a random crop (see [`draw_crop_box`])."""
     crop_w, crop_h, left, top = width, height, 0, 0
     for _ in range(10):
         area = height * width * rng.uniform(*scale)
@@ -290,4 +298,4 @@ def _random_square(rng: np.random.Generator, height: int, width: int, scale: tup
     return left + (crop_w - side) // 2, top + (crop_h - side) // 2, side
 
 
-__all__ = ["CropBox", "PixelPipeline", "decode_image", "resampling_matrices"]
+__all__ = ["CropBox", "PixelPipeline", "decode_image", "draw_crop_box", "resampling_matrices"]

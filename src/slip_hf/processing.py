@@ -1,6 +1,5 @@
 """Turning raw node rows (an image and a text) into SLIP model inputs, with optional training augmentation."""
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -8,36 +7,29 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .pixels import decode_image
+from .pixels import decode_image, draw_crop_box
 from .viewed_image import viewed_rgb
 
 
 class RandomResizedCropFlip:
-    """Training augmentation on PIL images: a random crop covering `scale` of the area with an aspect ratio in
-    `ratio` (log-uniform), then a horizontal flip with probability `flip_probability`. The image processor
-    resizes the crop afterwards.
+    """Training augmentation of the processor image path, on PIL images: the tensor path's crop and flip
+    (`slip_hf.pixels.draw_crop_box`: the centred square of a random resized crop, then a horizontal flip with
+    probability `flip_probability`), so that `--augment` means the same on both paths. The image processor then
+    resizes the square to its crop size.
 
-    It draws from Python's `random` module, which `Trainer` seeds and checkpoints, so augmented runs are
-    reproducible and resume exactly. (torchvision's `RandomResizedCrop` does the same; slip_hf does not depend
-    on torchvision, whose wheels must match the torch build exactly.)
+    The box is drawn from a generator seeded from Python's `random` module, which `Trainer` seeds and
+    checkpoints: augmented runs are reproducible. With data workers, the workers' `random` states are not in
+    the checkpoint, so only the tensor path (whose crops are seeded by `(seed, epoch, node)`) resumes exactly.
     """
 
     def __init__(self, scale: tuple[float, float] = (0.7, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_probability: float = 0.5):
         self.scale, self.ratio, self.flip_probability = scale, ratio, flip_probability
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
-        for _ in range(10):
-            area = width * height * random.uniform(*self.scale)
-            aspect = math.exp(random.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
-            crop_width, crop_height = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-            if 0 < crop_width <= width and 0 < crop_height <= height:
-                left, top = random.randint(0, width - crop_width), random.randint(0, height - crop_height)
-                image = image.crop((left, top, left + crop_width, top + crop_height))
-                break
-        if random.random() < self.flip_probability:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return image
+        rng = np.random.default_rng(random.getrandbits(64))
+        box = draw_crop_box(rng, image.height, image.width, self.scale, self.ratio, self.flip_probability)
+        image = image.crop((box.left, box.top, box.left + box.side, box.top + box.side))
+        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if box.flip else image
 
 
 def undecoded_images(dataset: Any, column: str = "image") -> Any:

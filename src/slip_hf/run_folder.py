@@ -4,7 +4,8 @@ A run writes, in this order:
 
 1. `run_config.json`: its settings (model, data and training arguments, world size) and what it runs on (the
    versions of the stack, the processor and GPUs: `slip_hf.environment`), before training starts;
-2. `checkpoint-*`: the Trainer's checkpoints while it trains;
+2. `checkpoint-*`: the Trainer's checkpoints while it trains, each renamed into place whole
+   (`slip_hf.checkpoints`); a folder left incomplete by a kill does not count;
 3. `trainer_state.json`: the Trainer's final state (steps, epochs, log), after training;
 4. `<test split>_results.json` (`test_results.json`): the test metrics, last.
 
@@ -20,8 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
-from transformers.trainer_utils import get_last_checkpoint
-
+from .checkpoints import last_complete_checkpoint
 from .environment import run_environment
 
 SETTINGS_FILE = "run_config.json"
@@ -76,7 +76,7 @@ def run_status(folder: str | os.PathLike, settings: dict[str, Any]) -> Literal["
     """
     folder = Path(folder)
     finished = results_file(folder, settings["data"]["test_split"]).is_file()
-    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    checkpoint = last_complete_checkpoint(folder)
     if not finished and checkpoint is None:
         return "new"
     if not (folder / SETTINGS_FILE).is_file():

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import seed_worker
 
+from .checkpoints import AtomicCheckpoints
 from .distributed import GlobalBatch, global_batch_edge_index
 from .evaluation.retrieval import retrieval_metrics
 from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
@@ -180,7 +181,7 @@ class SlipTrainingArguments(TrainingArguments):
             )
 
 
-class SlipTrainer(Trainer):
+class SlipTrainer(AtomicCheckpoints, Trainer):
     """[`Trainer`] for [`SlipModel`].
 
     * batches come from the graph-aware sampler (`args.batch_sampler`), with each batch's subgraph attached by

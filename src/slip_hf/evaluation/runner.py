@@ -58,7 +58,8 @@ class EvaluationConfig:
     link_holdout: float = 0.5
     link_negatives: int = 100
     probe_epochs: int = 100
-    image_pipeline: str = "processor"
+    image_pipeline: str = "tensor"
+    """`"tensor"` (decode to uint8, preprocess batched on the model's device) or `"processor"` (the image processor)."""
     num_workers: int = 0
     """Data-loader processes that decode (and on the processor path preprocess) the images."""
 

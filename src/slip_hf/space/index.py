@@ -14,6 +14,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ..embedding import encode_images, encode_texts, load_dual_encoder
+from ..pixels import PixelPipeline
+from ..viewed_image import VIEW_VERSION
 from .catalog import Catalog
 
 
@@ -42,6 +44,8 @@ class ModelIndex:
     image: torch.Tensor
     text: torch.Tensor
     max_text_length: int | None = None
+    pixel_pipeline: PixelPipeline | None = None
+    """The tensor image path (`slip_hf.pixels`) that the catalogue's embeddings were made with; `None`: the processor."""
 
     @torch.no_grad()
     def encode_text(self, query: str) -> torch.Tensor:
@@ -49,7 +53,7 @@ class ModelIndex:
 
     @torch.no_grad()
     def encode_image(self, image: Image.Image) -> torch.Tensor:
-        return encode_images(self.model, self.image_processor, [image], 1, desc="query")[0]
+        return encode_images(self.model, self.image_processor, [image], 1, desc="query", pixel_pipeline=self.pixel_pipeline)[0]
 
     def search(self, query: torch.Tensor, against: str, k: int = 12) -> tuple[list[int], list[float]]:
         """The `k` catalogue rows closest to `query` `(d,)` among the `"image"` or `"text"` embeddings."""
@@ -72,8 +76,10 @@ def load_index(
     `gr.Progress`) and saved there as safetensors."""
     model, image_processor, tokenizer = load_dual_encoder(model_name_or_path)
     model = model.eval()
+    pixel_pipeline = PixelPipeline.from_image_processor(image_processor)  # the training default, the tensor path
     key = {"model": _model_fingerprint(model_name_or_path), "catalog": catalog.items._fingerprint, "rows": len(catalog),
-           "text_column": catalog.text_column, "max_text_length": max_text_length}
+           "text_column": catalog.text_column, "max_text_length": max_text_length, "image_pipeline": "tensor",
+           "view_version": VIEW_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"embeddings-{digest}.safetensors"
     if path.exists():
@@ -83,7 +89,8 @@ def load_index(
             progress(0.0, desc=f"{name or model_name_or_path}: embedding {len(catalog):,} images")
         images = catalog.items.select_columns([catalog.image_column])
         image = encode_images(model, image_processor, range(len(catalog)), batch_size,
-                              load_image=lambda row: images[int(row)][catalog.image_column], desc="space images")
+                              load_image=lambda row: images[int(row)][catalog.image_column], desc="space images",
+                              pixel_pipeline=pixel_pipeline)
         if progress is not None:
             progress(0.5, desc=f"{name or model_name_or_path}: embedding {len(catalog):,} texts")
         text = encode_texts(model, tokenizer, catalog.titles, 256, max_text_length, desc="space texts")
@@ -93,7 +100,8 @@ def load_index(
         save_file(tensors, str(temporary), metadata={"key": json.dumps(key)})
         os.replace(temporary, path)  # an interrupted run never leaves a half-written cache under the final name
     return ModelIndex(name or Path(model_name_or_path).name, model, image_processor, tokenizer,
-                      F.normalize(tensors["image"].float(), dim=-1), F.normalize(tensors["text"].float(), dim=-1), max_text_length)
+                      F.normalize(tensors["image"].float(), dim=-1), F.normalize(tensors["text"].float(), dim=-1), max_text_length,
+                      pixel_pipeline)
 
 
 __all__ = ["ModelIndex", "load_index"]
