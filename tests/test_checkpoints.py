@@ -16,7 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from slip_hf.checkpoints import MANIFEST, checkpoint_problem, complete_checkpoints, file_problem, write_manifest
+from slip_hf.checkpoints import (
+    MANIFEST,
+    checkpoint_problem,
+    complete_checkpoints,
+    file_problem,
+    write_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_RECIPE = ROOT / "training" / "recipes" / "slip_electronics_vitb16.yaml"

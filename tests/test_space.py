@@ -200,7 +200,7 @@ def test_the_page_in_a_real_browser(page, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     demo = build_space(page)
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1700"):
@@ -251,3 +251,24 @@ def test_the_page_in_a_real_browser(page, tmp_path):
     finally:
         driver.quit()
         demo.close()
+
+
+def test_sixteen_visitors_at_once_get_their_own_results_with_no_failure(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    """A real `slip-hf serve` process under 16 concurrent gradio_client visitors over loopback, text and image
+    (transparent PNG) searches: no failed search, every answer the one its query gets alone, no traceback in the
+    server's log (benchmarks/space_load.py, bounded: 4 searches each)."""
+    import json
+    import subprocess
+    import sys
+
+    model = tmp_path / "second"  # two models side by side, as the demo's Space compares SLIP and CLIP
+    shutil.copytree(tiny_clip_checkpoint, model)
+    out = tmp_path / "load.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "space_load.py"), "--model", tiny_clip_checkpoint, str(model),
+                           "--dataset", str(graph_dataset_dir), "--split", "all", "--visitors", "16", "--searches", "4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert row["searches"] == 64 and row["failed"] == row["wrong"] == row["failed_image_fetches"] == 0 and report["tracebacks"] == 0
+    assert "| 16 | 64 | 0 | 0 |" in done.stdout

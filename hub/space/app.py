@@ -33,7 +33,7 @@ def main() -> None:
         cache_dir=os.environ.get("SLIP_CACHE_DIR", HERE / ".slip_space_cache"),
         clip_export=clip_export,
     )
-    build_space(page).queue().launch()
+    build_space(page).launch()
 
 
 if __name__ == "__main__":

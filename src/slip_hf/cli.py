@@ -546,8 +546,9 @@ class ServeArguments:
     dataset: str = field(metadata={"help": "The co-purchase graph dataset (folder or Hub id) to search."})
     config: str = field(default="electronics", metadata={"help": "Dataset config."})
     split: str = field(default="test", metadata={"help": "Split to search, or 'all'."})
-    cache_dir: str = field(default=".slip_space_cache", metadata={"help": "Where the embeddings are cached (safetensors)."})
+    cache_dir: str = field(default=".slip_space_cache", metadata={"help": "Where the embeddings (safetensors) and the catalogue's image files are cached."})
     max_text_length: int | None = field(default=None, metadata={"help": "Tokens per title (default: the tokenizer's)."})
+    concurrency: int = field(default=8, metadata={"help": "Searches served at once (Gradio's default_concurrency_limit)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0 to share on the network)."})
     port: int = field(default=7860, metadata={"help": "Port."})
 
@@ -564,7 +565,7 @@ def serve(argv: Sequence[str]) -> int:
     if not 1 <= len(args.model) <= 2:
         raise ValueError("--model takes one or two checkpoints.")
     page = load_space(args.model, args.dataset, args.config, args.split, args.cache_dir, args.max_text_length)
-    build_space(page).queue().launch(server_name=args.host, server_port=args.port)
+    build_space(page, concurrency=args.concurrency).launch(server_name=args.host, server_port=args.port)
     return 0
 
 

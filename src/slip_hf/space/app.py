@@ -7,8 +7,6 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PIL import Image
-
 from ..paths import require_folder
 from ..viewed_image import ImageRefused, viewed_rgb
 from .catalog import Catalog
@@ -41,14 +39,17 @@ class SpacePage:
     """The page's state and handlers: a catalogue and one or two model indexes, and how to use the first model in
     code (`usage`, markdown)."""
 
-    def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex], usage: str = ""):
+    def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex], usage: str = "", image_dir: str | os.PathLike | None = None):
         if not indexes:
             raise ValueError("a Space needs at least one model.")
         self.catalog, self.indexes, self.usage = catalog, list(indexes), usage
+        self.image_dir = image_dir
+        """The folder of the catalogue's image files (`Catalog.write_image_files`), served as they are."""
 
     # -- rendering ------------------------------------------------------------------------------------------
-    def _gallery(self, rows: Sequence[int]) -> list[tuple[Image.Image, str]]:
-        return [(self.catalog.image(row), self.catalog.titles[row]) for row in rows]
+    def _gallery(self, rows: Sequence[int]) -> list[tuple[str, str]]:
+        """`(image file, title)` per row: files written once when the page loaded, so a search encodes no image."""
+        return [(self.catalog.image_file(row), self.catalog.titles[row]) for row in rows]
 
     def item_panel(self, row: int) -> tuple:
         """`(image, markdown, neighbour gallery, neighbour rows)` of one item."""
@@ -60,8 +61,8 @@ class SpacePage:
             )
         else:
             info += "No co-purchase neighbour in this catalogue."
-        gallery = [(self.catalog.image(n.row), f"{self.catalog.titles[n.row]} ({n.describe()})") for n in neighbours]
-        return self.catalog.image(row), info, gallery, [n.row for n in neighbours]
+        gallery = [(self.catalog.image_file(n.row), f"{self.catalog.titles[n.row]} ({n.describe()})") for n in neighbours]
+        return self.catalog.image_file(row), info, gallery, [n.row for n in neighbours]
 
     # -- handlers (each returns: status, then its outputs) -------------------------------------------------
     def search_text(self, query: str) -> tuple:
@@ -123,10 +124,16 @@ def _guarded(handler: Callable, outputs: int) -> Callable:
     return run
 
 
-def build_space(page: SpacePage, title: str = "SLIP: products that know what goes with them"):
-    """The Gradio Blocks of a [`SpacePage`]."""
+def build_space(page: SpacePage, title: str = "SLIP: products that know what goes with them", concurrency: int = 8):
+    """The Gradio Blocks of a [`SpacePage`], queued with `concurrency` handlers at once.
+
+    Searches are cheap and read-only (a query encoding, guarded per model, and a matrix product), so several
+    visitors are served at once; result images are the catalogue's files, served from `page.image_dir` as they
+    are (`gr.set_static_paths`), never re-encoded nor copied per request."""
     import gradio as gr
 
+    if page.image_dir is not None:
+        gr.set_static_paths([str(page.image_dir)])
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\n\nSearch {len(page.catalog):,} products by text or by image with "
                     + " and ".join(f"**{index.name}**" for index in page.indexes) + ".")
@@ -168,16 +175,16 @@ def build_space(page: SpacePage, title: str = "SLIP: products that know what goe
             return show(rows[event.index])
 
         search_outputs = [status, *galleries, *result_rows]
-        search.click(_guarded(page.search_text, len(search_outputs)), query, search_outputs)
-        query.submit(_guarded(page.search_text, len(search_outputs)), query, search_outputs)
-        search_by_image.click(_guarded(page.search_image, len(search_outputs)), upload, search_outputs)
+        search.click(_guarded(page.search_text, len(search_outputs)), query, search_outputs, api_name="search_text")
+        query.submit(_guarded(page.search_text, len(search_outputs)), query, search_outputs, api_name="submit_text")
+        search_by_image.click(_guarded(page.search_image, len(search_outputs)), upload, search_outputs, api_name="search_image")
         for gallery, rows in zip(galleries, result_rows):
             gallery.select(pick, rows, item_outputs)
         neighbours.select(pick, neighbour_rows, item_outputs)
         item_search_outputs = [*search_outputs, *ranks]
         by_title.click(_guarded(lambda row: page.search_from_item(row, "title"), len(item_search_outputs)), current, item_search_outputs)
         by_image.click(_guarded(lambda row: page.search_from_item(row, "image"), len(item_search_outputs)), current, item_search_outputs)
-    return demo
+    return demo.queue(default_concurrency_limit=concurrency)
 
 
 def load_space(
@@ -194,7 +201,8 @@ def load_space(
     if len(set(names)) < len(names):
         names = [f"{name} ({number + 1})" for number, name in enumerate(names)]
     indexes = [load_index(model, catalog, cache_dir, name, max_text_length=max_text_length) for model, name in zip(models, names)]
-    return SpacePage(catalog, indexes, usage_markdown(models[0], clip_export))
+    image_dir = catalog.write_image_files(cache_dir)
+    return SpacePage(catalog, indexes, usage_markdown(models[0], clip_export), image_dir)
 
 
 __all__ = ["SpacePage", "build_space", "load_space", "usage_markdown"]

@@ -1,12 +1,15 @@
 """The items a Space shows: one split (or all) of a co-purchase graph dataset, with each item's image, title,
 category and co-purchase neighbours (edge counts and times)."""
 
+import io
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
+from PIL import Image
 
 from ..data.hub import load_copurchase_graph
 
@@ -38,6 +41,7 @@ class Catalog:
             if column not in items.column_names:
                 raise ValueError(f"the dataset has no {column!r} column (it has {items.column_names}); a Space needs images and texts.")
         self.items, self.text_column, self.image_column = items, text_column, image_column
+        self._image_files: list[str] | None = None
         self._labels = items.select_columns([c for c in ("category_path", "label") if c in items.column_names])
         self.titles = [str(title) for title in items[text_column]]
         node_ids = np.asarray(items["node_id"], dtype=np.int64)
@@ -70,8 +74,37 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.titles)
 
-    def image(self, row: int):
-        return self.items[int(row)][self.image_column]
+    def write_image_files(self, cache_dir: str | os.PathLike) -> Path:
+        """Write every item's image, as the dataset stores it (no decoding, no re-encoding), to
+        `<cache_dir>/images-<catalogue fingerprint>/<node_id>.<format>`, once: files already there (an earlier start)
+        are kept, and each new one is written under a temporary name and renamed, so that no visitor is ever sent
+        half a file. Galleries then hand out these paths, and a search encodes no image. Returns the folder."""
+        from datasets import Image as ImageFeature
+        from tqdm.auto import tqdm
+
+        folder = Path(cache_dir) / f"images-{self.items._fingerprint}"
+        folder.mkdir(parents=True, exist_ok=True)
+        stored = self.items.select_columns(["node_id", self.image_column]).cast_column(self.image_column, ImageFeature(decode=False))
+        paths = []
+        for row in tqdm(stored, desc="space image files", total=len(stored), leave=False, disable=len(stored) < 1000):
+            value = row[self.image_column]
+            data = value["bytes"] if value.get("bytes") is not None else Path(value["path"]).read_bytes()
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only: the file's format names its suffix
+                suffix = (image.format or "jpeg").lower().replace("jpeg", "jpg")
+            path = folder / f"{row['node_id']}.{suffix}"
+            if not path.is_file():
+                temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                temporary.write_bytes(data)
+                os.replace(temporary, path)
+            paths.append(str(path))
+        self._image_files = paths
+        return folder
+
+    def image_file(self, row: int) -> str:
+        """The path of an item's image file ([`write_image_files`] first)."""
+        if self._image_files is None:
+            raise RuntimeError("call Catalog.write_image_files(cache_dir) before asking for image files.")
+        return self._image_files[int(row)]
 
     def category(self, row: int) -> str:
         item = self._labels[int(row)]  # without the image column: no image is decoded for a category

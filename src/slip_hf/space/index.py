@@ -4,6 +4,7 @@
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,21 @@ class ModelIndex:
     pixel_pipeline: PixelPipeline | None = None
     """The tensor image path (`slip_hf.pixels`) that the catalogue's embeddings were made with; `None`: the processor."""
 
+    def __post_init__(self):
+        # Visitors search at once (the page's handlers run concurrently); a fast tokenizer refuses to be used by two
+        # threads at a time ("Already borrowed"), so each model encodes one query at a time. The search itself, a
+        # read-only matrix product, needs no lock.
+        self._encoding = threading.Lock()
+
     @torch.no_grad()
     def encode_text(self, query: str) -> torch.Tensor:
-        return encode_texts(self.model, self.tokenizer, [query], 1, self.max_text_length, desc="query")[0]
+        with self._encoding:
+            return encode_texts(self.model, self.tokenizer, [query], 1, self.max_text_length, desc="query")[0]
 
     @torch.no_grad()
     def encode_image(self, image: Image.Image) -> torch.Tensor:
-        return encode_images(self.model, self.image_processor, [image], 1, desc="query", pixel_pipeline=self.pixel_pipeline)[0]
+        with self._encoding:
+            return encode_images(self.model, self.image_processor, [image], 1, desc="query", pixel_pipeline=self.pixel_pipeline)[0]
 
     def search(self, query: torch.Tensor, against: str, k: int = 12) -> tuple[list[int], list[float]]:
         """The `k` catalogue rows closest to `query` `(d,)` among the `"image"` or `"text"` embeddings."""
