@@ -7,7 +7,7 @@ answers that are not the visitor's own (each answer is compared with the one the
 the load), and reads the server's log for tracebacks.
 
     slip-hf demo                                                    # writes slip_demo/ (runs and dataset)
-    python benchmarks/space_load.py --model slip_demo/runs/SLIP/seed0 slip_demo/runs/CLIP/seed0 --dataset slip_demo/data
+    python benchmarks/space_load.py --model slip_demo/runs/slip-seed0 slip_demo/runs/clip-seed0 --dataset slip_demo/dataset
 """
 
 import argparse
@@ -124,7 +124,7 @@ def visit(url: str, number: int, searches: int, uploads: list[str], reference: d
                 row["fetch_failures"].append(f"{image_url}: {type(error).__name__}: {error}")
         row["pages"].append(time.perf_counter() - start)
         if (kind, value) in reference and captions(result) != reference[(kind, value)]:
-            row["wrong"].append(f"{kind} {value!r}")
+            row["wrong"].append(f"{kind} {value!r}: {result[0]!r}, {captions(result)} against {reference[(kind, value)]}")
     results.put(row)
 
 

@@ -152,7 +152,7 @@ def resume_checkpoint(requested: str | bool | None, run_dir: str | os.PathLike, 
     complete.
 
     Raises:
-        `ValueError` (one line) when no complete checkpoint exists, or the one named is incomplete.
+        ValueError: (one line) when no complete checkpoint exists, or the one named is incomplete.
     """
     if requested is None or requested is False or (isinstance(requested, str) and requested.lower() in ("false", "")):
         return None

@@ -14,107 +14,108 @@ class SlipConfig(PreTrainedConfig):
     stack per modality, a fusion projection to node embeddings Z, an optional category classifier) and the
     weights of the SLIP objective (Eq. 7 of the paper). Defaults are the paper's (§4, §6.1).
 
-    clip_config (`dict` or [`CLIPConfig`], *optional*):
-        Configuration of the wrapped [`CLIPModel`]; `None` gives `CLIPConfig()` (ViT-B/32-sized).
-    use_graph (`bool`, *optional*, defaults to `True`):
-        Build the graph path (GAT stacks + fusion, Eq. 3-4). `False` with `lambda_aux=0` is plain CLIP.
-    graph_num_layers (`int`, *optional*, defaults to 2):
-        GAT layers per modality (l = 0, 1 in Eq. 3).
-    graph_hidden_size (`int`, *optional*, defaults to 512):
-        Output width of every GAT layer; the heads are concatenated, each head has
-        `graph_hidden_size // graph_num_heads` channels.
-    graph_num_heads (`int`, *optional*, defaults to 4):
-        Attention heads per GAT layer.
-    graph_dropout (`float`, *optional*, defaults to 0.1):
-        Dropout on GAT attention coefficients and between GAT layers.
-    graph_activation (`str`, *optional*, defaults to `"elu"`):
-        Non-linearity between GAT layers (ELU, as in the GAT paper).
-    fusion_activation (`str`, *optional*, defaults to `"gelu"`):
-        Non-linearity of the fusion projection phi (Linear -> act -> LayerNorm, Eq. 4).
-    node_embed_dim (`int`, *optional*):
-        Width d of Z; `None` uses the CLIP projection dim.
-    hops (`int`, *optional*, defaults to 1):
-        Hop threshold h of the positive mask (Eq. 2).
-    hop_mode (`str`, *optional*, defaults to `"within"`):
-        `"within"`: positives are nodes at distance 1..h (Eq. 2); `"exact"`: only distance exactly h (§7.1).
-    graph_temperature_init (`float`, *optional*, defaults to 0.07):
-        Initial temperature tau of the structural loss (S = Z Z^T / tau). Stored as a learnable log-scale
-        `log(1/tau)`, initialised like CLIP's own `logit_scale` (1/0.07) and clamped to <= 100 like CLIP.
-    learnable_graph_temperature (`bool`, *optional*, defaults to `True`):
-        Whether tau is trained.
-    graph_loss_exclude_self (`bool`, *optional*, defaults to `False`):
-        Eq. 5 normalises log P over k = 1..b, i.e. *including* the anchor itself (`False`, the paper).
-        `True` drops the anchor from the softmax denominator (SupCon style).
-    graph_loss_on (`str`, *optional*, defaults to `"z"`):
-        What the structural loss (Eq. 5) pulls together: `"z"`, the fused node embeddings Z (the paper); `"e"`, the
-        CLIP-space embeddings used at query time, as the mean of Eq. 5 on the image embeddings E_v and on the text
-        embeddings E_t (image-image and text-text neighbour positives); `"both"`, the mean of the Z term and the E
-        term. The mask, the temperature and the weight `lambda_graph` are the same for all three.
-    graph_loss_eps (`float`, *optional*, defaults to 1e-8):
-        epsilon of Eq. 5's normaliser 1 / (|M+| + eps); a batch without edges gives a loss of exactly 0.
-    positive_recency (`str`, *optional*, defaults to `"none"`):
-        Recency-aware positives of the structural loss (§7.2, temporal graph refinement), from each edge's last
-        co-purchase time: `"none"` (every edge weighs 1, the paper), `"window"` (edges last bought within
-        `positive_recency_days` of the training graph's newest co-purchase weigh 1, older ones 0) or `"decay"`
-        (weight 2^(-age / `positive_recency_days`): a half-life). See `slip_hf.positive_weights`.
-    positive_recency_days (`float`, *optional*, defaults to 365.0):
-        The window length or half-life, in days.
-    positive_count_weighting (`str`, *optional*, defaults to `"none"`):
-        Count-weighted positives: `"none"`, `"log"` (weight x log(1 + count)) or `"linear"` (x count), where
-        count is the number of distinct co-buyers. Weighted positives need `hops=1` (weights live on edges).
-    lambda_clip (`float`, *optional*, defaults to 1.0):
-        Weight of CLIP's InfoNCE (Eq. 1). Every objective `<name>` of `slip_hf.objectives.OBJECTIVES` has a
-        weight `lambda_<name>`; 0 switches it off.
-    lambda_graph (`float`, *optional*, defaults to 0.05):
-        Weight of the structural contrastive loss (Eq. 7).
-    lambda_aux (`float`, *optional*, defaults to 0.1):
-        Weight of the auxiliary classification loss (Eq. 7).
-    lambda_structxlip_global (`float`, *optional*, defaults to 0.0):
-        StructXLIP: edge map <-> structure-centric caption InfoNCE (reference: 0.5).
-    lambda_structxlip_local (`float`, *optional*, defaults to 0.0):
-        StructXLIP: caption chunks <-> edge-map regions, multi-positive InfoNCE (reference: 0.1).
-    lambda_structxlip_consistency (`float`, *optional*, defaults to 0.0):
-        StructXLIP: 1 - cos(image embedding, edge-map embedding) (reference: 0.05).
-    structxlip_canny_low (`float`, *optional*, defaults to 0.1), structxlip_canny_high (`float`, *optional*, defaults to 0.2):
-        Canny hysteresis thresholds (`kornia.filters.canny`, images in [0, 1]).
-    structxlip_min_edge_fraction (`float`, *optional*, defaults to 0.002):
-        An edge map with a smaller share of edge pixels counts as blank: its item takes no part.
-    structxlip_num_regions (`int`, *optional*, defaults to 2):
-        R: the edge map's patch tokens are pooled on an R x R grid of regions for the local loss.
-    structxlip_min_region_edge_fraction (`float`, *optional*, defaults to 0.001):
-        A region with a smaller share of edge pixels is not a candidate of the local loss.
-    structxlip_chunk_tau (`float`, *optional*, defaults to 0.07):
-        The local loss's scale is min(exp(logit_scale) / tau, 100).
-    structxlip_chunk_window (`int`, *optional*, defaults to 3), structxlip_max_chunks (`int`, *optional*, defaults to 16):
-        Base word window and maximum number of caption chunks.
-    structxlip_remove (`list[str]`, *optional*):
-        Appearance kinds removed from structure-centric captions; default all of colors, materials, textures.
-    structxlip_extra_terms (`list[str]`, *optional*):
-        Further words removed from structure-centric captions.
-    structxlip_min_content_words (`int`, *optional*, defaults to 2):
-        A filtered caption with fewer non-stopwords falls back to the original caption.
-    lambda_structure_clip_margin (`float`, *optional*, defaults to 0.0):
-        Structure-CLIP: true caption vs its scene-graph negative, margin loss (reference: 1.0).
-    lambda_structure_clip_hinge (`float`, *optional*, defaults to 0.0):
-        Structure-CLIP: hinge contrastive loss on knowledge-enhanced texts (reference: 1.0).
-    lambda_structure_clip_negclip (`float`, *optional*, defaults to 0.0):
-        Structure-CLIP: InfoNCE with the negatives as extra text candidates (NegCLIP style).
-    structure_clip_margin (`float`, *optional*, defaults to 0.1), structure_clip_hinge_margin (`float`, *optional*, defaults to 0.2):
-        Margins of the two losses (reference values).
-    structure_clip_hard_negatives (`bool`, *optional*, defaults to `True`):
-        Hinge loss against the hardest in-batch negatives (`False`: the mean, the reference's warm-up).
-    structure_clip_replace_attributes (`bool`, *optional*, defaults to `True`):
-        Also make negatives by replacing a one-object title's colour (product titles; not in the reference).
-    use_knowledge_encoder (`bool`, *optional*, defaults to `False`):
-        Build the Knowledge-Enhanced Encoder (`slip_hf.knowledge_encoder`); the hinge loss then uses it.
-    knowledge_num_layers (`int`, *optional*, defaults to 2), knowledge_num_heads (`int`, *optional*, defaults to 4):
-        Its transformer layers and heads (reference: 4 layers of BERT-base).
-    knowledge_weight (`float`, *optional*, defaults to 0.01):
-        w in E_t + w K (reference: 0.01).
-    knowledge_max_triples (`int`, *optional*, defaults to 8), knowledge_max_tokens (`int`, *optional*, defaults to 8):
-        Triples per text and tokens per triple element fed to the encoder.
-    num_labels (`int`, *optional*, defaults to 0):
-        Number of categories of the auxiliary classifier; 0 builds no classifier. `id2label` may be given instead.
+    Args:
+        clip_config (`dict` or [`CLIPConfig`], *optional*):
+            Configuration of the wrapped [`CLIPModel`]; `None` gives `CLIPConfig()` (ViT-B/32-sized).
+        use_graph (`bool`, *optional*, defaults to `True`):
+            Build the graph path (GAT stacks + fusion, Eq. 3-4). `False` with `lambda_aux=0` is plain CLIP.
+        graph_num_layers (`int`, *optional*, defaults to 2):
+            GAT layers per modality (l = 0, 1 in Eq. 3).
+        graph_hidden_size (`int`, *optional*, defaults to 512):
+            Output width of every GAT layer; the heads are concatenated, each head has
+            `graph_hidden_size // graph_num_heads` channels.
+        graph_num_heads (`int`, *optional*, defaults to 4):
+            Attention heads per GAT layer.
+        graph_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout on GAT attention coefficients and between GAT layers.
+        graph_activation (`str`, *optional*, defaults to `"elu"`):
+            Non-linearity between GAT layers (ELU, as in the GAT paper).
+        fusion_activation (`str`, *optional*, defaults to `"gelu"`):
+            Non-linearity of the fusion projection phi (Linear -> act -> LayerNorm, Eq. 4).
+        node_embed_dim (`int`, *optional*):
+            Width d of Z; `None` uses the CLIP projection dim.
+        hops (`int`, *optional*, defaults to 1):
+            Hop threshold h of the positive mask (Eq. 2).
+        hop_mode (`str`, *optional*, defaults to `"within"`):
+            `"within"`: positives are nodes at distance 1..h (Eq. 2); `"exact"`: only distance exactly h (§7.1).
+        graph_temperature_init (`float`, *optional*, defaults to 0.07):
+            Initial temperature tau of the structural loss (S = Z Z^T / tau). Stored as a learnable log-scale
+            `log(1/tau)`, initialised like CLIP's own `logit_scale` (1/0.07) and clamped to <= 100 like CLIP.
+        learnable_graph_temperature (`bool`, *optional*, defaults to `True`):
+            Whether tau is trained.
+        graph_loss_exclude_self (`bool`, *optional*, defaults to `False`):
+            Eq. 5 normalises log P over k = 1..b, i.e. *including* the anchor itself (`False`, the paper).
+            `True` drops the anchor from the softmax denominator (SupCon style).
+        graph_loss_on (`str`, *optional*, defaults to `"z"`):
+            What the structural loss (Eq. 5) pulls together: `"z"`, the fused node embeddings Z (the paper); `"e"`, the
+            CLIP-space embeddings used at query time, as the mean of Eq. 5 on the image embeddings E_v and on the text
+            embeddings E_t (image-image and text-text neighbour positives); `"both"`, the mean of the Z term and the E
+            term. The mask, the temperature and the weight `lambda_graph` are the same for all three.
+        graph_loss_eps (`float`, *optional*, defaults to 1e-8):
+            epsilon of Eq. 5's normaliser 1 / (|M+| + eps); a batch without edges gives a loss of exactly 0.
+        positive_recency (`str`, *optional*, defaults to `"none"`):
+            Recency-aware positives of the structural loss (§7.2, temporal graph refinement), from each edge's last
+            co-purchase time: `"none"` (every edge weighs 1, the paper), `"window"` (edges last bought within
+            `positive_recency_days` of the training graph's newest co-purchase weigh 1, older ones 0) or `"decay"`
+            (weight 2^(-age / `positive_recency_days`): a half-life). See `slip_hf.positive_weights`.
+        positive_recency_days (`float`, *optional*, defaults to 365.0):
+            The window length or half-life, in days.
+        positive_count_weighting (`str`, *optional*, defaults to `"none"`):
+            Count-weighted positives: `"none"`, `"log"` (weight x log(1 + count)) or `"linear"` (x count), where
+            count is the number of distinct co-buyers. Weighted positives need `hops=1` (weights live on edges).
+        lambda_clip (`float`, *optional*, defaults to 1.0):
+            Weight of CLIP's InfoNCE (Eq. 1). Every objective `<name>` of `slip_hf.objectives.OBJECTIVES` has a
+            weight `lambda_<name>`; 0 switches it off.
+        lambda_graph (`float`, *optional*, defaults to 0.05):
+            Weight of the structural contrastive loss (Eq. 7).
+        lambda_aux (`float`, *optional*, defaults to 0.1):
+            Weight of the auxiliary classification loss (Eq. 7).
+        lambda_structxlip_global (`float`, *optional*, defaults to 0.0):
+            StructXLIP: edge map <-> structure-centric caption InfoNCE (reference: 0.5).
+        lambda_structxlip_local (`float`, *optional*, defaults to 0.0):
+            StructXLIP: caption chunks <-> edge-map regions, multi-positive InfoNCE (reference: 0.1).
+        lambda_structxlip_consistency (`float`, *optional*, defaults to 0.0):
+            StructXLIP: 1 - cos(image embedding, edge-map embedding) (reference: 0.05).
+        structxlip_canny_low (`float`, *optional*, defaults to 0.1), structxlip_canny_high (`float`, *optional*, defaults to 0.2):
+            Canny hysteresis thresholds (`kornia.filters.canny`, images in [0, 1]).
+        structxlip_min_edge_fraction (`float`, *optional*, defaults to 0.002):
+            An edge map with a smaller share of edge pixels counts as blank: its item takes no part.
+        structxlip_num_regions (`int`, *optional*, defaults to 2):
+            R: the edge map's patch tokens are pooled on an R x R grid of regions for the local loss.
+        structxlip_min_region_edge_fraction (`float`, *optional*, defaults to 0.001):
+            A region with a smaller share of edge pixels is not a candidate of the local loss.
+        structxlip_chunk_tau (`float`, *optional*, defaults to 0.07):
+            The local loss's scale is min(exp(logit_scale) / tau, 100).
+        structxlip_chunk_window (`int`, *optional*, defaults to 3), structxlip_max_chunks (`int`, *optional*, defaults to 16):
+            Base word window and maximum number of caption chunks.
+        structxlip_remove (`list[str]`, *optional*):
+            Appearance kinds removed from structure-centric captions; default all of colors, materials, textures.
+        structxlip_extra_terms (`list[str]`, *optional*):
+            Further words removed from structure-centric captions.
+        structxlip_min_content_words (`int`, *optional*, defaults to 2):
+            A filtered caption with fewer non-stopwords falls back to the original caption.
+        lambda_structure_clip_margin (`float`, *optional*, defaults to 0.0):
+            Structure-CLIP: true caption vs its scene-graph negative, margin loss (reference: 1.0).
+        lambda_structure_clip_hinge (`float`, *optional*, defaults to 0.0):
+            Structure-CLIP: hinge contrastive loss on knowledge-enhanced texts (reference: 1.0).
+        lambda_structure_clip_negclip (`float`, *optional*, defaults to 0.0):
+            Structure-CLIP: InfoNCE with the negatives as extra text candidates (NegCLIP style).
+        structure_clip_margin (`float`, *optional*, defaults to 0.1), structure_clip_hinge_margin (`float`, *optional*, defaults to 0.2):
+            Margins of the two losses (reference values).
+        structure_clip_hard_negatives (`bool`, *optional*, defaults to `True`):
+            Hinge loss against the hardest in-batch negatives (`False`: the mean, the reference's warm-up).
+        structure_clip_replace_attributes (`bool`, *optional*, defaults to `True`):
+            Also make negatives by replacing a one-object title's colour (product titles; not in the reference).
+        use_knowledge_encoder (`bool`, *optional*, defaults to `False`):
+            Build the Knowledge-Enhanced Encoder (`slip_hf.knowledge_encoder`); the hinge loss then uses it.
+        knowledge_num_layers (`int`, *optional*, defaults to 2), knowledge_num_heads (`int`, *optional*, defaults to 4):
+            Its transformer layers and heads (reference: 4 layers of BERT-base).
+        knowledge_weight (`float`, *optional*, defaults to 0.01):
+            w in E_t + w K (reference: 0.01).
+        knowledge_max_triples (`int`, *optional*, defaults to 8), knowledge_max_tokens (`int`, *optional*, defaults to 8):
+            Triples per text and tokens per triple element fed to the encoder.
+        num_labels (`int`, *optional*, defaults to 0):
+            Number of categories of the auxiliary classifier; 0 builds no classifier. `id2label` may be given instead.
 
     Example:
 

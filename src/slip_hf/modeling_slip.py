@@ -277,7 +277,7 @@ class SlipModel(SlipPreTrainedModel):
         Args:
             clip_name_or_path: a hub id such as `"openai/clip-vit-base-patch16"`, a local directory written by
                 `CLIPModel.save_pretrained`, or a loaded `CLIPModel`.
-            **slip_kwargs: [`SlipConfig`] fields (`num_labels`, `lambda_graph`, `hops`, ...).
+            **slip_kwargs (`Any`): [`SlipConfig`] fields (`num_labels`, `lambda_graph`, `hops`, ...).
         """
         clip = clip_name_or_path
         if not isinstance(clip, CLIPModel):
@@ -313,7 +313,8 @@ class SlipModel(SlipPreTrainedModel):
         run once over that graph (inference; GAT layers are inductive, so the graph can be a whole split).
 
         Args:
-            image_embeds, text_embeds (`torch.Tensor` of shape `(n, d)`): CLIP embeddings (normalised here).
+            image_embeds (`torch.Tensor` of shape `(n, d)`): CLIP image embeddings (normalised here).
+            text_embeds (`torch.Tensor` of shape `(n, d)`): CLIP text embeddings (normalised here).
             edge_index (`torch.LongTensor` of shape `(2, E)`): edges between positions `0..n-1`.
 
         Returns:

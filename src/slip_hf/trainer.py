@@ -195,13 +195,15 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
 
     Args:
         graph: the dataset graph over the `node_id` column of the datasets.
-        image_processor: the model's image processor; objectives that render images from the batch
+        image_processor (`Any`, *optional*): the model's image processor; objectives that render images from the batch
             (StructXLIP's edge maps) need it when the trainer builds the data collator.
         pixel_pipeline: the tensor image path (`slip_hf.pixels`): batches carry decoded uint8 `images` and the
             trainer turns them into `pixel_values` on the training device with this pipeline (built with
             `PixelPipeline.from_image_processor`); with `augment_images`, training batches get per-sample seeded
             random resized crops and flips (seeded by the run's seed, the epoch and the node id).
-        Other arguments: as [`Trainer`].
+        augment_images: draw those crops and flips for training batches.
+
+    The other arguments are [`Trainer`]'s.
     """
 
     def __init__(

@@ -64,7 +64,7 @@ def open_image(image: Any) -> Image.Image:
     (`{"bytes": ..., "path": ...}`), encoded bytes, a path or a file object.
 
     Raises:
-        [`ImageRefused`] (a `ValueError`) with status `not_image`, `corrupt_image` or `decompression_bomb`.
+        ImageRefused: (a `ValueError`) with status `not_image`, `corrupt_image` or `decompression_bomb`.
     """
     if isinstance(image, Image.Image):
         return image
@@ -117,7 +117,7 @@ def viewed_image(image: Any, background: Sequence[int] = WHITE) -> tuple[Image.I
         background (`(r, g, b)`): the colour under transparent pixels; white by default.
 
     Raises:
-        [`ImageRefused`] for what cannot be decoded or has no 8-bit reading.
+        ImageRefused: what cannot be decoded or has no 8-bit reading.
 
     Example:
 

@@ -142,7 +142,9 @@ def build_space(page: SpacePage, title: str = "SLIP: products that know what goe
             query = gr.Textbox(label="Search by text", placeholder="usb-c charger", elem_id="query", scale=4)
             search = gr.Button("Search", variant="primary", elem_id="search", scale=1)
         with gr.Row():
-            upload = gr.Image(type="filepath", label="…or by image", elem_id="upload", height=160)
+            # image_mode=None: the uploaded file as it is (Gradio's default, "RGB", would drop its transparency with
+            # convert("RGB") and re-save it to a cache path that concurrent identical uploads write at once)
+            upload = gr.Image(type="filepath", image_mode=None, label="…or by image", elem_id="upload", height=160)
             search_by_image = gr.Button("Search with this image", elem_id="search-image")
         result_rows = [gr.State([]) for _ in page.indexes]
         with gr.Row():
