@@ -64,21 +64,27 @@ def test_at_most_one_block_in_five_is_not_run_and_each_says_why():
 
 # -- python blocks ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def stand_ins(graph_dataset_dir, tiny_clip_checkpoint, tmp_path_factory) -> dict[str, str]:
+def stand_ins(graph_dataset_dir, tmp_path_factory) -> dict[str, str]:
     """What each Hub id or run folder named in the docs is replaced with."""
+    from slip_hf.data import load_config
     from slip_hf.experiment import parse_arguments, run_experiment
     from slip_hf.interop import export_clip
+    from slip_hf.toy import write_tiny_clip_checkpoint
 
-    slip = tmp_path_factory.mktemp("docs") / "slip-electronics"
-    args = parse_arguments(["--model_name_or_path", tiny_clip_checkpoint, "--dataset_name", str(graph_dataset_dir),
+    root = tmp_path_factory.mktemp("docs")
+    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
+    clip77 = write_tiny_clip_checkpoint(str(root / "clip"), titles, image_size=16, hidden_size=32, num_layers=1,
+                                        projection_dim=16, vocab_size=300, max_length=77)  # CLIP's 77 text positions
+    slip = root / "slip-electronics"
+    args = parse_arguments(["--model_name_or_path", clip77, "--dataset_name", str(graph_dataset_dir),
                             "--output_dir", str(slip), "--max_steps", "2", "--per_device_train_batch_size", "32",
-                            "--graph_hidden_size", "32", "--max_text_length", "24", "--few_shot", "1", "--report_to", "none",
+                            "--graph_hidden_size", "32", "--few_shot", "1", "--report_to", "none",
                             "--disable_tqdm", "True", "--plots", "False", "--eval_strategy", "no", "--save_strategy", "no"])
     run_experiment(*args)
     clip = export_clip(str(slip), str(slip.parent / "slip-electronics-clip")).out_dir
     return {  # longest first: one name can hold another
         "slip-electronics-clip": str(clip), "runs/slip-electronics": str(slip), "you/slip-electronics": str(slip),
-        "you/amazon-copurchase-mm": str(graph_dataset_dir), "openai/clip-vit-base-patch16": tiny_clip_checkpoint,
+        "you/amazon-copurchase-mm": str(graph_dataset_dir), "openai/clip-vit-base-patch16": clip77,
     }
 
 
