@@ -55,6 +55,21 @@ def test_32_bit_images_follow_the_documented_rule_or_are_refused_by_name():
         assert refused.value.status == "unsupported_image"
 
 
+def test_a_broken_exif_block_is_no_orientation_and_prints_no_warning(tmp_path):
+    """In a fresh Python, as a user runs it (pytest's own warning filters would hide what the terminal shows)."""
+    import subprocess
+    import sys
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), "red").save(buffer, "JPEG", exif=b"Exif\x00\x00MM\x00*\xff\xff\xff\xff")
+    (tmp_path / "broken-exif.jpg").write_bytes(buffer.getvalue())
+    code = ("import sys; from slip_hf.viewed_image import viewed_image; image, fixes = viewed_image(sys.argv[1]); "
+            "print(image.size, sorted(fixes))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "broken-exif.jpg")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "(20, 10) []" and done.stderr == ""
+
+
 def test_bombs_and_unreadable_files_are_refused_by_name(monkeypatch, recwarn):
     big = io.BytesIO()
     Image.new("L", (400, 400)).save(big, "PNG")  # 160,000 pixels in a few hundred bytes

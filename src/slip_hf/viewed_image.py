@@ -13,7 +13,8 @@ greyscale to white. [`viewed_image`] does what an image viewer does, in this ord
 | any transparency (RGBA, LA, PA, La, RGBa, P or L or RGB with a transparency index or bytes, GIF's transparent index, semi-transparent edges) | composited onto the background (white unless chosen), only where some pixel is not opaque | `transparency_flattened` |
 | CMYK, YCbCr, LAB, HSV | converted to RGB | `colour_converted` |
 
-`I` images outside 0..65535 and `F` images outside 0..1 have no one reading a person would agree on, so they are
+A broken EXIF block counts as no orientation, as image viewers read it. `I` images outside 0..65535 and `F`
+images outside 0..1 have no one reading a person would agree on, so they are
 refused by name (`unsupported_image`) rather than guessed. Files that no decoder reads keep their statuses:
 `not_image` (not an image format) and `corrupt_image` (a known format that fails to decode); an image with
 more pixels than `PIL.Image.MAX_IMAGE_PIXELS` is refused as `decompression_bomb` before its pixels are
@@ -46,8 +47,9 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 
 # The refusal below names these images (`decompression_bomb`), so Pillow's warning would only repeat it, in the
-# middle of a progress bar.
+# middle of a progress bar. A broken EXIF block is read as no orientation, as viewers do, without a warning each.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 
 
 class ImageRefused(ValueError):
