@@ -41,8 +41,9 @@ def start_server(models: list[str], dataset: str, split: str, cache_dir: str, lo
     port = free_port()
     command = [sys.executable, "-m", "slip_hf.cli", "serve", "--model", *models, "--dataset", dataset, "--split", split,
                "--cache_dir", cache_dir, "--port", str(port), "--concurrency", str(concurrency)]
-    log = open(log_path, "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

@@ -179,7 +179,7 @@ def test_resume_skips_a_hand_truncated_checkpoint_with_one_line_and_an_explicit_
     shutil.copytree(uninterrupted, out)
     for name in ("test_results.json", "model.safetensors"):
         (out / name).unlink()
-    newest = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+    newest = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     with open(newest / "model.safetensors", "r+b") as handle:
         handle.truncate(1000)
     explicit = _run(tmp_path / "other", recipe_clip, graph_dataset_dir, "--resume_from_checkpoint", str(newest))

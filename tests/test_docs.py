@@ -47,7 +47,7 @@ def blocks(language: str | None = None) -> list[Block]:
     found = []
     for path in DOCUMENTS:
         text = path.read_text()
-        for match in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+        for match in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.DOTALL | re.MULTILINE):
             line = text[: match.start()].count("\n") + 1
             before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
             skip = SKIP.match(before)
@@ -163,7 +163,7 @@ def test_shell_block_commands_parse(block, monkeypatch):
         if flags in (["--help"], []):
             continue
         parser = _parser_of(command, monkeypatch)
-        known, unknown = parser.parse_known_args(flags)
+        _, unknown = parser.parse_known_args(flags)
         assert not unknown, f"{block.id}: slip-hf {command} has no {unknown}"
 
 

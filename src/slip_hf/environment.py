@@ -2,8 +2,9 @@
 
 A number is tied to the code and the machine that produced it. [`run_environment`] is what `run_config.json`,
 the model card and the leaderboard's JSON record; [`environment_differences`] says which entries differ between
-runs (the leaderboard's footnote). The versions the README's tables come from are pinned in the repository's
-`constraints.txt`, and [`stack_versions`] reads the installed ones with the same package names.
+runs (the leaderboard's footnote). The versions the measured tables (docs/results.md) come from are pinned
+in the repository's `constraints.txt`, and [`stack_versions`] reads the installed ones with the same package
+names.
 """
 
 import platform
