@@ -36,15 +36,14 @@ def usage_markdown(model: str, clip_export: str | None = None) -> str:
 
 
 class SpacePage:
-    """The page's state and handlers: a catalogue and one or two model indexes, and how to use the first model in
-    code (`usage`, markdown)."""
+    """The page's state and handlers: a catalogue and one or two model indexes, how to use the first model in
+    code (`usage`, markdown), and the folder of the catalogue's image files (`image_dir`,
+    `Catalog.write_image_files`), which the page serves as they are."""
 
     def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex], usage: str = "", image_dir: str | os.PathLike | None = None):
         if not indexes:
             raise ValueError("a Space needs at least one model.")
-        self.catalog, self.indexes, self.usage = catalog, list(indexes), usage
-        self.image_dir = image_dir
-        """The folder of the catalogue's image files (`Catalog.write_image_files`), served as they are."""
+        self.catalog, self.indexes, self.usage, self.image_dir = catalog, list(indexes), usage, image_dir
 
     # -- rendering ------------------------------------------------------------------------------------------
     def _gallery(self, rows: Sequence[int]) -> list[tuple[str, str]]:
