@@ -146,6 +146,7 @@ def test_table3_at_equal_steps_scales_the_learning_rate_with_the_batch(graph_dat
     used = json.loads((tmp_path / "batch32-graph" / "seed0" / "run_config.json").read_text())["training"]
     assert used["max_steps"] == 3 and used["learning_rate"] == pytest.approx(2e-3) and used["graph_learning_rate"] == pytest.approx(8e-3)
     assert (tmp_path / "leaderboard.png").is_file() and "| batch 32, w/ G | 1 |" in table
+    assert "All runs: Python " in table and "slip_hf " in (tmp_path / "leaderboard.md").read_text()  # what they ran on
     assert scaled_learning_rate(1e-3, 64, 16, "sqrt") == pytest.approx(2e-3)
     with pytest.raises(ValueError, match="lr_scaling"):
         scaled_learning_rate(1e-3, 64, 16, "cubic")

@@ -32,7 +32,7 @@ from .evaluation.aro import aro_columns, macro_unavailable
 from .evaluation.leaderboard import leaderboard_table, write_leaderboard
 from .experiment import DataArguments, ModelArguments, run_experiment
 from .objectives import enabled_objectives
-from .run_folder import finished_run, run_settings, run_status
+from .run_folder import SETTINGS_FILE, finished_run, run_settings, run_status
 from .trainer import SlipTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -238,7 +238,9 @@ def _run(model_args, data_args, training_args, out: Path, label: str, seed: int,
         test, steps, epochs, objectives = result["test"], result["steps"], result["train"].get("epoch"), result["objectives"]
     schedule = {"steps": steps, "epochs": epochs, "learning_rate": args.learning_rate,
                 "graph_learning_rate": args.graph_learning_rate, "batch_size": args.per_device_train_batch_size}
-    return {**test, "objectives": objectives, "schedule": schedule, "run_dir": str(run_dir), "run_status": status}
+    environment = json.loads((run_dir / SETTINGS_FILE).read_text()).get("environment", {})  # the leaderboard's footnote
+    return {**test, "objectives": objectives, "schedule": schedule, "run_dir": str(run_dir), "run_status": status,
+            "_environment": environment}
 
 
 def _with_aro(result: dict, run_dir: Path, aro_dir: str | None, max_length: int) -> dict:
