@@ -108,6 +108,18 @@ def tiny_clip_checkpoint(tmp_path_factory, graph_dataset_dir):
                                       projection_dim=16, vocab_size=300, max_length=24)
 
 
+@pytest.fixture(scope="session")
+def recipe_clip(graph_dataset_dir, tmp_path_factory):
+    """A tiny random CLIP with CLIP's 77 text positions, so that recipes keep their own text lengths (and transformers'
+    pipelines their prompt templates)."""
+    from slip_hf.data import load_config
+    from slip_hf.toy import write_tiny_clip_checkpoint
+
+    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
+    return write_tiny_clip_checkpoint(str(tmp_path_factory.mktemp("recipe_clip")), titles, image_size=16, hidden_size=32,
+                                      num_layers=1, projection_dim=16, vocab_size=300, max_length=77)
+
+
 @pytest.fixture
 def fake_hub(monkeypatch):
     """Stands in for `huggingface_hub.HfApi` in slip_hf's upload helper; returns the calls it received."""

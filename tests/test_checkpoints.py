@@ -66,16 +66,6 @@ runpy.run_path(os.environ["RUN_SLIP"], run_name="__main__")
 """
 
 
-@pytest.fixture(scope="module")
-def recipe_clip(graph_dataset_dir, tmp_path_factory):
-    from slip_hf.data import load_config
-    from slip_hf.toy import write_tiny_clip_checkpoint
-
-    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
-    return write_tiny_clip_checkpoint(str(tmp_path_factory.mktemp("recipe_clip")), titles, image_size=16, hidden_size=32,
-                                      num_layers=1, projection_dim=16, vocab_size=300, max_length=77)
-
-
 def _run(output_dir: Path, recipe_clip: str, dataset: Path, *extra: str, stage: str = "none", step: int = 0):
     """The paper recipe as written; overridden only: the model, the dataset, the folder, 4 steps, the CPU for bf16.
     102 training nodes in batches of 128: one step per epoch, so a checkpoint (and an evaluation) per step."""

@@ -1,9 +1,8 @@
 """Every `slip-hf` command turns what a user gets wrong into one line on stderr and exit status 2, like
 argparse; `--debug` (or SLIP_HF_DEBUG=1) shows the traceback instead."""
 
-import argparse
-
 import pytest
+from cli_parsers import parser_of
 
 from slip_hf.cli import COMMANDS, main
 
@@ -54,24 +53,11 @@ def test_debug_shows_the_traceback(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []  # a build that cannot start leaves nothing behind
 
 
-class _Parsed(Exception):
-    """Raised instead of parsing, carrying the parser a command built."""
-
-
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_long_flag_of_every_command_takes_both_spellings(command, monkeypatch):
     """`--raw-dir` and `--raw_dir` alike, in every subcommand: the parser each command builds is caught at its
     first parse, and each of its long flags must also answer to the other spelling, as the same option."""
-    parsers = []
-
-    def catch(parser, *args, **kwargs):
-        parsers.append(parser)
-        raise _Parsed
-
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
-    with pytest.raises(_Parsed):
-        COMMANDS[command](["--help"], f"slip-hf {command}") if command in {"train", "ablate"} else COMMANDS[command](["--help"])
-    options = parsers[0]._option_string_actions
+    options = parser_of(command, monkeypatch)._option_string_actions
     long_flags = [flag for flag in options if flag.startswith("--") and flag != "--help"]
     assert long_flags, command
     for flag in long_flags:

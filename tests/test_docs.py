@@ -12,7 +12,6 @@
 * `mkdocs build --strict` builds the site: no broken link, no missing reference, the CLI reference generated.
 """
 
-import argparse
 import contextlib
 import io
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_parsers import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -64,18 +64,13 @@ def test_at_most_one_block_in_five_is_not_run_and_each_says_why():
 
 # -- python blocks ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def stand_ins(graph_dataset_dir, tmp_path_factory) -> dict[str, str]:
+def stand_ins(graph_dataset_dir, recipe_clip, tmp_path_factory) -> dict[str, str]:
     """What each Hub id or run folder named in the docs is replaced with."""
-    from slip_hf.data import load_config
     from slip_hf.experiment import parse_arguments, run_experiment
     from slip_hf.interop import export_clip
-    from slip_hf.toy import write_tiny_clip_checkpoint
 
-    root = tmp_path_factory.mktemp("docs")
-    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
-    clip77 = write_tiny_clip_checkpoint(str(root / "clip"), titles, image_size=16, hidden_size=32, num_layers=1,
-                                        projection_dim=16, vocab_size=300, max_length=77)  # CLIP's 77 text positions
-    slip = root / "slip-electronics"
+    clip77 = recipe_clip  # CLIP's 77 text positions, as the docs' pipelines and prompts need
+    slip = tmp_path_factory.mktemp("docs") / "slip-electronics"
     args = parse_arguments(["--model_name_or_path", clip77, "--dataset_name", str(graph_dataset_dir),
                             "--output_dir", str(slip), "--max_steps", "2", "--per_device_train_batch_size", "32",
                             "--graph_hidden_size", "32", "--few_shot", "1", "--report_to", "none",
@@ -128,26 +123,6 @@ def _commands(code: str) -> list[list[str]]:
     return found
 
 
-class _Parsed(Exception):
-    pass
-
-
-def _parser_of(command: str, monkeypatch) -> argparse.ArgumentParser:
-    from slip_hf.cli import COMMANDS
-
-    parsers = []
-
-    def catch(parser, *args, **kwargs):
-        parsers.append(parser)
-        raise _Parsed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
-        with pytest.raises(_Parsed):
-            COMMANDS[command](["--help"], f"slip-hf {command}") if command in {"train", "ablate"} else COMMANDS[command](["--help"])
-    return parsers[0]
-
-
 @pytest.mark.parametrize("block", [b for b in blocks("bash") if _commands(b.code)], ids=lambda b: b.id)
 def test_shell_block_commands_parse(block, monkeypatch):
     from slip_hf.recipe import Recipe, is_recipe
@@ -162,7 +137,7 @@ def test_shell_block_commands_parse(block, monkeypatch):
             assert Recipe.load(ROOT / argv[1]) is not None
         if flags in (["--help"], []):
             continue
-        parser = _parser_of(command, monkeypatch)
+        parser = parser_of(command, monkeypatch)
         _, unknown = parser.parse_known_args(flags)
         assert not unknown, f"{block.id}: slip-hf {command} has no {unknown}"
 

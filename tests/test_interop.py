@@ -22,15 +22,11 @@ LABELS = ["phone case", "usb charger", "headphones"]
 
 
 @pytest.fixture(scope="module")
-def slip_dir(graph_dataset_dir, tmp_path_factory):
+def slip_dir(graph_dataset_dir, recipe_clip, tmp_path_factory):
     """A SLIP model trained for 2 steps by run_slip.py on a tiny CLIP with CLIP's 77 text positions."""
-    from slip_hf.data import load_config
     from slip_hf.experiment import parse_arguments, run_experiment
-    from slip_hf.toy import write_tiny_clip_checkpoint
 
-    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
-    clip = write_tiny_clip_checkpoint(str(tmp_path_factory.mktemp("clip77")), titles, image_size=16, hidden_size=32,
-                                      num_layers=1, projection_dim=16, vocab_size=300, max_length=77)
+    clip = recipe_clip
     out = tmp_path_factory.mktemp("slip_run")
     args = parse_arguments(["--model_name_or_path", clip, "--dataset_name", str(graph_dataset_dir), "--output_dir", str(out),
                             "--max_steps", "2", "--per_device_train_batch_size", "32", "--graph_hidden_size", "32",

@@ -34,17 +34,6 @@ def _run_slip_main():
     return module.main
 
 
-@pytest.fixture(scope="module")
-def recipe_clip(graph_dataset_dir, tmp_path_factory):
-    """A tiny random CLIP with CLIP's 77 text positions, so that recipes keep their own text lengths."""
-    from slip_hf.data import load_config
-    from slip_hf.toy import write_tiny_clip_checkpoint
-
-    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
-    return write_tiny_clip_checkpoint(str(tmp_path_factory.mktemp("recipe_clip")), titles, image_size=16, hidden_size=32,
-                                      num_layers=1, projection_dim=16, vocab_size=300, max_length=77)
-
-
 def overrides(recipe: Path, model: str, dataset: Path, output_dir: Path, max_steps: int = 2) -> list[str]:
     """What cannot exist here: the model, the dataset, a long run, a GPU for bf16, the output folder."""
     values = yaml.safe_load(recipe.read_text())
