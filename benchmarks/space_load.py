@@ -1,13 +1,16 @@
 """The Space under visitors: a real `slip-hf serve` process, and 1, 4 and 16 concurrent visitors
 (`gradio_client`, over loopback), each sending `--searches` different searches, text and image (transparent
-PNG cut-outs). A search's latency is its API call (the answer holds the result images' URLs); then the visitor
-fetches the result images it has not seen yet, as a browser does with its cache, and the "page" latency adds
-that. Prints searches/s and the p50/p95 latencies per level, counts failed searches, failed image fetches and
+PNG cut-outs). A search's latency is its API call (the answer holds the result images' URLs). Two kinds of
+visitors: "page" visitors then fetch the result images they have not seen yet, as a browser does with its
+cache (the "with new images" latency adds that); "api" visitors, programs calling the Space's API, take the
+answer only. Prints searches/s and the p50/p95 latencies per level, counts failed searches, failed image fetches and
 answers that are not the visitor's own (each answer is compared with the one the same query got alone, before
 the load), and reads the server's log for tracebacks.
 
     slip-hf demo                                                    # writes slip_demo/ (runs and dataset)
     python benchmarks/space_load.py --model slip_demo/runs/slip-seed0 slip_demo/runs/clip-seed0 --dataset slip_demo/dataset
+    python benchmarks/space_load.py --model ... --dataset slip_demo/dataset --items 300000   # a catalogue of Electronics'
+                          # size: the first start (the index build), the cached start, and searches over it (~25 min)
 """
 
 import argparse
@@ -34,18 +37,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(models: list[str], dataset: str, split: str, cache_dir: str, log_path: Path, concurrency: int) -> tuple:
+def start_server(models: list[str], dataset: str, split: str, cache_dir: str, log_path: Path, concurrency: int,
+                 threads_per_search: int = 1, wait_s: float = 600) -> tuple:
     """`slip-hf serve` in its own process, its output in `log_path`; returns `(process, url)` once it answers."""
     import requests
 
     port = free_port()
     command = [sys.executable, "-m", "slip_hf.cli", "serve", "--model", *models, "--dataset", dataset, "--split", split,
-               "--cache_dir", cache_dir, "--port", str(port), "--concurrency", str(concurrency)]
+               "--cache_dir", cache_dir, "--port", str(port), "--concurrency", str(concurrency),
+               "--threads_per_search", str(threads_per_search)]
     with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"slip-hf serve exited with {process.returncode}: {log_path.read_text()[-2000:]}")
@@ -55,7 +60,60 @@ def start_server(models: list[str], dataset: str, split: str, cache_dir: str, lo
         except requests.RequestException:
             time.sleep(0.5)
     process.kill()
-    raise TimeoutError("slip-hf serve did not answer within 600 s")
+    raise TimeoutError(f"slip-hf serve did not answer within {wait_s:.0f} s")
+
+
+def scaled_catalogue(dataset: str, split: str, items: int, out: Path) -> Path:
+    """A dataset folder whose `test` split holds `items` items: the split's items repeated, each copy new nodes
+    (node ids shifted, " #k" after the title; the same image bytes), with each copy's edges, as a catalogue of
+    a real category's size."""
+    from datasets import Image as ImageFeature
+    from datasets import concatenate_datasets, disable_progress_bars
+
+    from slip_hf.data import load_config
+
+    disable_progress_bars()
+
+    nodes = load_config(dataset, "electronics", split=split).cast_column("image", ImageFeature(decode=False))
+    edges = load_config(dataset, "electronics_edges", split="train")
+    size, copies = len(nodes), -(-items // len(nodes))
+    row_of = {node: row for row, node in enumerate(nodes["node_id"])}  # node ids become 0..items-1, copy by copy
+    inside = edges.filter(lambda batch: [s in row_of and d in row_of for s, d in zip(batch["src"], batch["dst"])], batched=True)
+
+    def renamed(copy: int):
+        def rename(batch, indices):
+            return {"node_id": [copy * size + row for row in indices],
+                    "title": [f"{title} #{copy}" if copy else title for title in batch["title"]]}
+        return rename
+
+    def moved(copy: int):
+        def move(batch):
+            return {end: [copy * size + row_of[node] for node in batch[end]] for end in ("src", "dst")}
+        return move
+
+    scaled = concatenate_datasets([nodes.map(renamed(copy), batched=True, with_indices=True) for copy in range(copies)]).select(range(items))
+    scaled_edges = concatenate_datasets([inside.map(moved(copy), batched=True) for copy in range(copies)])
+    scaled_edges = scaled_edges.filter(lambda batch: [max(s, d) < items for s, d in zip(batch["src"], batch["dst"])], batched=True)
+    (out / "electronics").mkdir(parents=True)
+    (out / "electronics_edges").mkdir()
+    scaled.to_parquet(str(out / "electronics" / "test-00000-of-00001.parquet"))
+    scaled_edges.to_parquet(str(out / "electronics_edges" / "train-00000-of-00001.parquet"))
+    (out / "README.md").write_text("---\nconfigs:\n- config_name: electronics\n  data_files:\n  - split: test\n"
+                                   "    path: electronics/test-*.parquet\n- config_name: electronics_edges\n  data_files:\n"
+                                   "  - split: train\n    path: electronics_edges/*.parquet\n---\n")
+    return out
+
+
+def peak_memory_gb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in GB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def cache_files(folder: Path) -> set[Path]:
+    return set(folder.rglob("*")) if folder.is_dir() else set()
 
 
 def cut_outs(folder: Path, count: int) -> list[str]:
@@ -93,13 +151,16 @@ def search(client, kind: str, value: str):
     return client.predict(handle_file(value), api_name="/search_image")
 
 
-def visit(url: str, number: int, searches: int, uploads: list[str], reference: dict, ready, results) -> None:
+def visit(url: str, number: int, searches: int, uploads: list[str], reference: dict, fetch_images: bool, ready, results) -> None:
     """One visitor, in its own process (as visitors are separate browsers): `searches` searches, every other one
-    by image, each followed by fetching the result images this visitor has not seen yet."""
+    by image; a page visitor (`fetch_images`) then fetches the result images it has not seen yet, as a browser
+    does with its cache; an API visitor (a program using `gradio_client`) takes the answer and goes on."""
     import requests
     from gradio_client import Client
 
-    client = Client(url, verbose=False, download_files=False)
+    # ssl_verify=False: this is http:// on loopback (no TLS); gradio_client opens a new httpx client per call, which
+    # otherwise loads the CA bundle every time (about 47 ms of the visitor's CPU per search, on the server's cores)
+    client = Client(url, verbose=False, download_files=False, ssl_verify=False)
     browser, seen = requests.Session(), set()
     texts = queries(searches, number)
     row = {"latencies": [], "pages": [], "failures": [], "fetch_failures": [], "wrong": []}
@@ -113,7 +174,7 @@ def visit(url: str, number: int, searches: int, uploads: list[str], reference: d
             row["failures"].append(f"{kind} {value!r}: {type(error).__name__}: {error}")
             continue
         row["latencies"].append(time.perf_counter() - start)
-        for image_url in image_urls(result):
+        for image_url in image_urls(result) if fetch_images else []:
             if image_url in seen:
                 continue
             try:
@@ -129,13 +190,13 @@ def visit(url: str, number: int, searches: int, uploads: list[str], reference: d
     results.put(row)
 
 
-def run_level(url: str, visitors: int, searches: int, uploads: list[str], reference: dict) -> dict:
-    """`visitors` visitor processes at once; their searches/s and latencies."""
+def run_level(url: str, visitors: int, searches: int, uploads: list[str], reference: dict, kind: str) -> dict:
+    """`visitors` visitor processes of a `kind` ("page" or "api") at once; their searches/s and latencies."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     ready, results = context.Barrier(visitors + 1), context.Queue()
-    processes = [context.Process(target=visit, args=(url, number, searches, uploads, reference, ready, results))
+    processes = [context.Process(target=visit, args=(url, number, searches, uploads, reference, kind == "page", ready, results))
                  for number in range(visitors)]
     for process in processes:
         process.start()
@@ -152,7 +213,7 @@ def run_level(url: str, visitors: int, searches: int, uploads: list[str], refere
         return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else None
 
     return {
-        "visitors": visitors, "searches": visitors * searches, "failed": len(merged["failures"]), "wrong": len(merged["wrong"]),
+        "kind": kind, "visitors": visitors, "searches": visitors * searches, "failed": len(merged["failures"]), "wrong": len(merged["wrong"]),
         "failed_image_fetches": len(merged["fetch_failures"]), "searches_per_s": len(merged["latencies"]) / seconds,
         "p50_ms": percentile(merged["latencies"], 0.5), "p95_ms": percentile(merged["latencies"], 0.95),
         "page_p50_ms": percentile(merged["pages"], 0.5), "page_p95_ms": percentile(merged["pages"], 0.95),
@@ -167,46 +228,69 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="catalogue split (default: test)")
     parser.add_argument("--visitors", type=int, nargs="+", default=[1, 4, 16], help="concurrent visitors per level")
     parser.add_argument("--searches", type=int, default=10, help="searches per visitor (default: 10)")
+    parser.add_argument("--kinds", nargs="+", choices=["page", "api"], default=["page", "api"],
+                        help="page: visitors in a browser, who fetch the result images they have not seen; api: programs "
+                             "calling the API, who take the answer only (default: both)")
     parser.add_argument("--concurrency", type=int, default=8, help="slip-hf serve --concurrency (default: 8)")
+    parser.add_argument("--items", type=int, default=None,
+                        help="repeat the split's items into a catalogue of this many (e.g. 300000, Electronics' size), and "
+                             "time the index build (first start) and the cached start")
+    parser.add_argument("--threads_per_search", type=int, default=1, help="slip-hf serve --threads_per_search (default: 1)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="slip-space-load-") as scratch:
         scratch = Path(scratch)
         log_path = scratch / "server.log"
-        started = time.perf_counter()
-        process, url = start_server(args.model, args.dataset, args.split, str(scratch / "cache"), log_path, args.concurrency)
-        startup = time.perf_counter() - started
+        dataset, split, starts = args.dataset, args.split, []
+        if args.items:
+            started = time.perf_counter()
+            dataset, split = str(scaled_catalogue(args.dataset, args.split, args.items, scratch / "catalogue")), "test"
+            print(f"catalogue of {args.items:,} items written in {time.perf_counter() - started:.0f} s", flush=True)
+        process = None
+        for _ in range(2 if args.items else 1):  # with --items: the first start builds the index, the second reads it
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)
+            cached, started = cache_files(scratch / "cache"), time.perf_counter()
+            process, url = start_server(args.model, dataset, split, str(scratch / "cache"), log_path, args.concurrency,
+                                        args.threads_per_search, wait_s=7200 if args.items else 600)
+            starts.append({"seconds": time.perf_counter() - started, "peak_memory_gb": peak_memory_gb(process.pid),
+                           "new_cache_files": len(cache_files(scratch / "cache") - cached)})
         try:
             from gradio_client import Client
 
             uploads = cut_outs(scratch, 4)
-            alone = Client(url, verbose=False, download_files=False)
+            alone = Client(url, verbose=False, download_files=False, ssl_verify=False)
             reference = {}
             for number in range(max(args.visitors)):  # each query's answer when it is the only one
                 for text in queries(args.searches, number):
                     reference[("text", text)] = captions(search(alone, "text", text))
             for upload in uploads:
                 reference[("image", upload)] = captions(search(alone, "image", upload))
-            rows = [run_level(url, visitors, args.searches, uploads, reference) for visitors in args.visitors]
+            rows = [run_level(url, visitors, args.searches, uploads, reference, kind) for kind in args.kinds for visitors in args.visitors]
         finally:
             process.terminate()
             process.wait(timeout=60)
         log = log_path.read_text()
     tracebacks = log.count("Traceback (most recent call last)")
-    print(f"slip-hf serve: {', '.join(args.model)} over {args.dataset} ({args.split}); started and answering in "
-          f"{startup:.1f} s; {os.cpu_count()} cores\n")
-    print("| visitors | searches | failed | not their own | searches/s | search p50 | p95 | with new images p50 | p95 |"
-          "\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"slip-hf serve: {', '.join(args.model)} over {dataset} ({split}); {os.cpu_count()} cores")
+    for number, start in enumerate(starts):
+        what = "cached start" if number else "start (embedding the catalogue unless cached)"
+        print(f"{what}: answering in {start['seconds']:.1f} s, peak memory {start['peak_memory_gb']:.2f} GB, "
+              f"{start['new_cache_files']:,} files written to the cache")
+    print()
+    print("| visitors | kind | searches | failed | not their own | searches/s | search p50 | p95 | with new images p50 | p95 |"
+          "\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['visitors']} | {row['searches']} | {row['failed'] + row['failed_image_fetches']} | {row['wrong']} | "
-              f"{row['searches_per_s']:.1f} | {row['p50_ms']:,.0f} ms | {row['p95_ms']:,.0f} ms | {row['page_p50_ms']:,.0f} ms | "
-              f"{row['page_p95_ms']:,.0f} ms |")
+        page = f"{row['page_p50_ms']:,.0f} ms | {row['page_p95_ms']:,.0f} ms" if row["kind"] == "page" else "– | –"
+        print(f"| {row['visitors']} | {row['kind']} | {row['searches']} | {row['failed'] + row['failed_image_fetches']} | "
+              f"{row['wrong']} | {row['searches_per_s']:.1f} | {row['p50_ms']:,.0f} ms | {row['p95_ms']:,.0f} ms | {page} |")
     print(f"\ntracebacks in the server's log: {tracebacks}")
     for row in rows:
         for error in row["errors"]:
-            print(f"  {row['visitors']} visitors: {error}")
+            print(f"  {row['visitors']} {row['kind']} visitors: {error}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"rows": rows, "tracebacks": tracebacks, "startup_s": startup}, indent=1))
+        Path(args.out).write_text(json.dumps({"rows": rows, "tracebacks": tracebacks, "starts": starts}, indent=1))
     return 0 if tracebacks == 0 and all(row["failed"] == row["wrong"] == row["failed_image_fetches"] == 0 for row in rows) else 1
 
 

@@ -1,6 +1,7 @@
 """The Space: catalogue and neighbours, cached embeddings, search handlers and their messages, `slip-hf
 publish` (dry run and uploads against a stand-in), and the page in a real browser."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -69,13 +70,35 @@ def test_embeddings_are_cached_once_per_model_and_catalogue(graph_dataset_dir, t
     assert len(list(cache.glob("embeddings-*.safetensors"))) == 4 and not torch.equal(before.text, after.text)
 
 
+def test_image_files_are_the_stored_bytes_written_once_and_listed(graph_dataset_dir, tmp_path, monkeypatch):
+    from datasets import Image as ImageFeature
+
+    catalog = Catalog.from_dataset(graph_dataset_dir, split="test")
+    stored = catalog.items.cast_column("image", ImageFeature(decode=False))["image"]
+    folder = catalog.write_image_files(tmp_path)
+    assert [Path(catalog.image_file(row)).read_bytes() for row in range(len(catalog))] == [image["bytes"] for image in stored]
+    assert json.loads((folder / "files.json").read_text()) == [Path(catalog.image_file(row)).name for row in range(len(catalog))]
+    again = Catalog.from_dataset(graph_dataset_dir, split="test")
+    with monkeypatch.context() as patch:  # a later start reads the list, not the images
+        patch.setattr(Catalog, "_write_images", lambda self, folder: pytest.fail("images read again"))
+        assert again.write_image_files(tmp_path) == folder
+    assert [again.image_file(row) for row in range(len(again))] == [catalog.image_file(row) for row in range(len(catalog))]
+    Path(catalog.image_file(3)).unlink()  # a file gone since: written again, from the dataset
+    Catalog.from_dataset(graph_dataset_dir, split="test").write_image_files(tmp_path)
+    assert Path(catalog.image_file(3)).read_bytes() == stored[3]["bytes"]
+    (folder / "files.json").write_text('["1.jpg", ')  # a list that does not parse is not trusted either
+    Catalog.from_dataset(graph_dataset_dir, split="test").write_image_files(tmp_path)
+    assert len(json.loads((folder / "files.json").read_text())) == len(catalog)
+    assert not list(folder.glob(".*.tmp"))
+
+
 def test_text_and_image_search_and_the_true_items_rank(page):
     status, first, second, rows_first, rows_second = page.search_text(page.catalog.titles[0])
     assert status.startswith("Images for") and len(first) == len(second) == len(rows_first) == 12
     assert rows_first == rows_second  # the same checkpoint twice: the same answers
     outputs = page.search_from_item(3, "title")
     assert outputs[0].startswith("Searched with the title") and "ranked **" in outputs[-1]
-    image, info, neighbours, rows = page.item_panel(3)
+    _, info, neighbours, rows = page.item_panel(3)
     assert page.catalog.titles[3] in info and len(neighbours) == len(rows)
 
 
@@ -160,6 +183,7 @@ def test_the_space_app_reads_its_card_or_the_environment(graph_dataset_dir, tiny
     import importlib.util
 
     import gradio as gr
+    import torch
 
     launched = []
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, *args, **kwargs: launched.append(self))
@@ -170,7 +194,12 @@ def test_the_space_app_reads_its_card_or_the_environment(graph_dataset_dir, tiny
     monkeypatch.setenv("SLIP_DATASET", str(graph_dataset_dir))
     monkeypatch.setenv("SLIP_SPLIT", "validation")
     monkeypatch.setenv("SLIP_CACHE_DIR", str(tmp_path / "cache"))
-    app.main()
+    threads = torch.get_num_threads()
+    try:
+        app.main()
+        assert torch.get_num_threads() == 1  # searches run side by side: one torch thread each
+    finally:
+        torch.set_num_threads(threads)  # the rest of the test session keeps its threads
     assert len(launched) == 1 and list((tmp_path / "cache").glob("embeddings-*.safetensors"))
     monkeypatch.setenv("SLIP_MODELS", "")
     with pytest.raises(SystemExit, match="set the Space's models and dataset"):
@@ -255,20 +284,36 @@ def test_the_page_in_a_real_browser(page, tmp_path):
 
 def test_sixteen_visitors_at_once_get_their_own_results_with_no_failure(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
     """A real `slip-hf serve` process under 16 concurrent gradio_client visitors over loopback, text and image
-    (transparent PNG) searches: no failed search, every answer the one its query gets alone, no traceback in the
-    server's log (benchmarks/space_load.py, bounded: 4 searches each)."""
+    (transparent PNG) searches, as page visitors (fetching the result images) and as API callers: no failed
+    search or image, every answer the one its query gets alone, no traceback in the server's log
+    (benchmarks/space_load.py, bounded: 4 searches each)."""
+    model = tmp_path / "second"  # two models side by side, as the demo's Space compares SLIP and CLIP
+    shutil.copytree(tiny_clip_checkpoint, model)
+    report, printed = _space_load(tmp_path, "--model", tiny_clip_checkpoint, str(model), "--dataset", str(graph_dataset_dir),
+                                  "--split", "all", "--visitors", "16", "--searches", "4")
+    assert [(row["kind"], row["searches"]) for row in report["rows"]] == [("page", 64), ("api", 64)]
+    assert all(row["failed"] == row["wrong"] == row["failed_image_fetches"] == 0 for row in report["rows"]) and report["tracebacks"] == 0
+    assert "| 16 | page | 64 | 0 | 0 |" in printed and "| 16 | api | 64 | 0 | 0 |" in printed
+
+
+def test_a_scaled_catalogue_is_embedded_once_then_started_from_the_cache(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):
+    """`space_load.py --items`: the split repeated into a bigger catalogue; the first start builds the index,
+    the second reads it (writes nothing: no embedding, no image file), and searches over it answer."""
+    report, printed = _space_load(tmp_path, "--model", tiny_clip_checkpoint, "--dataset", str(graph_dataset_dir), "--split", "all",
+                                  "--items", "1200", "--visitors", "1", "--searches", "2", "--kinds", "api")
+    first, cached = report["starts"]
+    assert first["new_cache_files"] >= 1200 + 2 and cached["new_cache_files"] == 0 and first["peak_memory_gb"] > 0
+    assert report["rows"][0]["failed"] == 0 and report["tracebacks"] == 0 and "catalogue of 1,200 items" in printed
+
+
+def _space_load(tmp_path, *arguments: str) -> tuple[dict, str]:
+    """Run benchmarks/space_load.py; its JSON report and what it printed."""
     import json
     import subprocess
     import sys
 
-    model = tmp_path / "second"  # two models side by side, as the demo's Space compares SLIP and CLIP
-    shutil.copytree(tiny_clip_checkpoint, model)
     out = tmp_path / "load.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "space_load.py"), "--model", tiny_clip_checkpoint, str(model),
-                           "--dataset", str(graph_dataset_dir), "--split", "all", "--visitors", "16", "--searches", "4",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "space_load.py"), *arguments, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(out.read_text())
-    (row,) = report["rows"]
-    assert row["searches"] == 64 and row["failed"] == row["wrong"] == row["failed_image_fetches"] == 0 and report["tracebacks"] == 0
-    assert "| 16 | 64 | 0 | 0 |" in done.stdout
+    return json.loads(out.read_text()), done.stdout

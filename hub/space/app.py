@@ -33,7 +33,7 @@ def main() -> None:
         cache_dir=os.environ.get("SLIP_CACHE_DIR", HERE / ".slip_space_cache"),
         clip_export=clip_export,
     )
-    build_space(page).launch()
+    build_space(page, threads_per_search=1).launch()
 
 
 if __name__ == "__main__":

@@ -549,6 +549,8 @@ class ServeArguments:
     cache_dir: str = field(default=".slip_space_cache", metadata={"help": "Where the embeddings (safetensors) and the catalogue's image files are cached."})
     max_text_length: int | None = field(default=None, metadata={"help": "Tokens per title (default: the tokenizer's)."})
     concurrency: int = field(default=8, metadata={"help": "Searches served at once (Gradio's default_concurrency_limit)."})
+    threads_per_search: int = field(default=1, metadata={"help": "torch threads per search: searches run side by side, "
+                                                                 "so one each serves more visitors (see the Space guide)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0 to share on the network)."})
     port: int = field(default=7860, metadata={"help": "Port."})
 
@@ -565,7 +567,8 @@ def serve(argv: Sequence[str]) -> int:
     if not 1 <= len(args.model) <= 2:
         raise ValueError("--model takes one or two checkpoints.")
     page = load_space(args.model, args.dataset, args.config, args.split, args.cache_dir, args.max_text_length)
-    build_space(page, concurrency=args.concurrency).launch(server_name=args.host, server_port=args.port)
+    build_space(page, concurrency=args.concurrency, threads_per_search=args.threads_per_search).launch(
+        server_name=args.host, server_port=args.port)
     return 0
 
 

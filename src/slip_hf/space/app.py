@@ -123,14 +123,31 @@ def _guarded(handler: Callable, outputs: int) -> Callable:
     return run
 
 
-def build_space(page: SpacePage, title: str = "SLIP: products that know what goes with them", concurrency: int = 8):
+def build_space(
+    page: SpacePage, title: str = "SLIP: products that know what goes with them", concurrency: int = 8,
+    threads_per_search: int | None = None,
+):
     """The Gradio Blocks of a [`SpacePage`], queued with `concurrency` handlers at once.
 
     Searches are cheap and read-only (a query encoding, guarded per model, and a matrix product), so several
     visitors are served at once; result images are the catalogue's files, served from `page.image_dir` as they
-    are (`gr.set_static_paths`), never re-encoded nor copied per request."""
+    are (`gr.set_static_paths`), never re-encoded nor copied per request.
+
+    Args:
+        page: the catalogue and model indexes ([`load_space`]).
+        title: the page's heading and browser title.
+        concurrency: searches served at once (Gradio's `default_concurrency_limit`).
+        threads_per_search: torch's intra-op threads for this process (`torch.set_num_threads`), or `None` to
+            leave them. Searches run side by side, so each is best served by one thread: `slip-hf serve` and the
+            Space pass 1 (on 2 cores, 16 visitors: 25 searches/s against 19 with torch's default of one thread
+            per core, whose idle threads spin on the core the other searches need).
+    """
     import gradio as gr
 
+    if threads_per_search is not None:
+        import torch
+
+        torch.set_num_threads(threads_per_search)
     if page.image_dir is not None:
         gr.set_static_paths([str(page.image_dir)])
     with gr.Blocks(title=title) as demo:
@@ -193,7 +210,31 @@ def load_space(
     cache_dir: str | os.PathLike = ".slip_space_cache", max_text_length: int | None = None, clip_export: str | None = None,
 ) -> SpacePage:
     """Check the inputs, load the catalogue and every model's index (embedding it once, then from the cache).
-    `clip_export`: the first model's plain-CLIP export (a Hub id), shown in the page's usage lines."""
+
+    Args:
+        models (`Sequence[str]`): one SLIP or CLIP checkpoint (folder or Hub id), or two to compare side by side.
+        dataset (`str`): the co-purchase graph dataset (folder or Hub id) to search.
+        config (`str`, *optional*, defaults to `"electronics"`): the dataset config.
+        split (`str`, *optional*, defaults to `"test"`): the split searched, or `"all"`.
+        cache_dir (`str | os.PathLike`, *optional*, defaults to `".slip_space_cache"`): where each model's embeddings
+            (safetensors, keyed by the weights and the catalogue) and the catalogue's image files are kept; a later
+            start reads them instead of embedding or writing again.
+        max_text_length (`int`, *optional*): tokens per title; default: the tokenizer's.
+        clip_export (`str`, *optional*): the first model's plain-CLIP export (a Hub id), shown in the page's usage
+            lines.
+
+    Returns:
+        [`SpacePage`]: the page's state and handlers, for [`build_space`].
+
+    Example:
+
+    ```python
+    from slip_hf.space import build_space, load_space
+
+    page = load_space(["runs/slip-electronics", "runs/clip"], "amazon-copurchase-mm")
+    build_space(page, threads_per_search=1).launch()
+    ```
+    """
     for model in models:
         require_folder(model, "model")
     require_folder(dataset, "dataset")
