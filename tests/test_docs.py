@@ -6,7 +6,11 @@
   for two steps by run_slip.py (`runs/slip-electronics`, `you/slip-electronics`) and its CLIP export
   (`slip-electronics-clip`).
 * A ```bash block's slip_hf commands (`slip-hf ...`, `training/run_slip.py`, `training/ablate.py`, through
-  `accelerate launch` or not) are parsed by the command's own parser: a flag that does not exist fails.
+  `accelerate launch` or not) run in order, in one folder that holds the clone's `training/` and `hub/`, with small
+  arguments (`SMALL`: two steps, one seed, a tiny model; `accelerate launch` on 2 processes) and the same stand-ins;
+  the files a reader brings (raw files, papers, an ARO folder) are generated, the Hub's raw files come from a
+  loopback stand-in, `slip-hf serve` runs until it answers, uploads go to a stand-in `HfApi`. Installs and
+  `python -m pytest` are CI's own steps.
 * A block may be marked `<!-- doc-test: skip (reason) -->` on the line before it, when it needs a GPU or
   hours; at most one block in five.
 * `mkdocs build --strict` builds the site: no broken link, no missing reference, the CLI reference generated.
@@ -14,6 +18,7 @@
 
 import contextlib
 import io
+import os
 import re
 import shlex
 import shutil
@@ -23,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_parsers import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -106,40 +110,171 @@ def test_python_block_runs(block, stand_ins, tmp_path, monkeypatch):
 
 
 # -- shell blocks ----------------------------------------------------------------------------------------------
-def _commands(code: str) -> list[list[str]]:
-    """The slip_hf command lines of a shell block, as argv after the program."""
+SMALL = {  # what each documented command gets so that it takes seconds here; a flag it names already is replaced
+    "demo": {"--seeds": ["0"], "--epochs": ["1"], "--num_bundles": ["6"], "--image_size": ["16"], "--hidden_size": ["32"],
+             "--num_layers": ["1"]},
+    "train": {"--max_steps": ["2"], "--per_device_train_batch_size": ["16"], "--per_device_eval_batch_size": ["64"],
+              "--graph_hidden_size": ["32"], "--graph_num_heads": ["2"], "--few_shot": ["1"], "--use_cpu": ["True"],
+              # data workers and plots as the recipes have them: test_recipes.py and test_checkpoints.py
+              "--dataloader_num_workers": ["0"], "--plots": ["False"]},
+    "build-dataset": {"--image_size": ["16"], "--min_class_size": ["3"], "--allow_local_files": [], "--on_bad_lines": ["skip"]},
+}
+SMALL["ablate"] = {**SMALL["train"], "--max_steps": ["1"], "--seeds": ["0"], "--batch_sizes": ["16", "32"]}
+MODEL_AND_DATA = ["--model_name_or_path", "openai/clip-vit-base-patch16", "--dataset_name", "you/amazon-copurchase-mm"]
+"""What a recipe names (the Hub's CLIP and dataset) and the command line does not: given, then replaced by stand-ins."""
+READS = {"--model_name_or_path", "--dataset_name", "--model", "--dataset", "--model_dir", "--dataset_dir", "--clip_t_model"}
+"""Flags whose values are read: a Hub id or a folder the reader would have, when the block has not made it here."""
+
+
+@dataclass(frozen=True)
+class Command:
+    launcher: str  # "slip-hf" (slip-hf, python training/*.py) or "accelerate" (accelerate launch ... training/*.py)
+    argv: list[str]  # [command, *flags]
+    processes: int = 1
+
+
+def _commands(code: str) -> list[Command]:
+    """The slip_hf command lines of a shell block, in order (installs and `python -m pytest` are CI's own steps)."""
     found = []
     for line in code.replace("\\\n", " ").splitlines():
         line = line.split(" # ")[0].strip()
         for part in line.split("&&"):
             words = shlex.split(part, comments=True)
+            launcher, processes = "slip-hf", 1
             if words[:2] == ["accelerate", "launch"]:
-                words = words[next(i for i, w in enumerate(words) if w.endswith(".py")):]
-                words = ["python", *words]
+                flags = words[2:next(i for i, w in enumerate(words) if w.endswith(".py"))]
+                processes = int(flags[flags.index("--num_processes") + 1]) if "--num_processes" in flags else 1
+                words = ["python", *words[len(flags) + 2:]]
+                launcher = "accelerate"
             if words[:1] == ["slip-hf"] and len(words) > 1 and not words[1].startswith("-"):
-                found.append(words[1:])
+                found.append(Command(launcher, words[1:], processes))
             elif words[:2] in (["python", "training/run_slip.py"], ["python", "training/ablate.py"]):
-                found.append(["train" if words[1].endswith("run_slip.py") else "ablate", *words[2:]])
+                found.append(Command(launcher, ["train" if words[1].endswith("run_slip.py") else "ablate", *words[2:]], processes))
     return found
 
 
-@pytest.mark.parametrize("block", [b for b in blocks("bash") if _commands(b.code)], ids=lambda b: b.id)
-def test_shell_block_commands_parse(block, monkeypatch):
-    from slip_hf.recipe import Recipe, is_recipe
+def _with(argv: list[str], flags: dict[str, list[str]]) -> list[str]:
+    """`argv` with each of `flags` set to its values: replaced where `argv` names the flag, else appended."""
+    argv = list(argv)
+    for flag, values in flags.items():
+        if flag in argv:
+            start = argv.index(flag) + 1
+            stop = next((i for i in range(start, len(argv)) if argv[i].startswith("--")), len(argv))
+            argv[start:stop] = values
+        else:
+            argv += [flag, *values]
+    return argv
 
+
+def _stand_ins_for_reads(argv: list[str], stand_ins: dict[str, str], work: Path) -> list[str]:
+    """Each value of a flag in `READS` that is a stand-in's name, and not a folder the block made, replaced."""
+    argv, flag = list(argv), None
+    for i, word in enumerate(argv):
+        if word.startswith("--"):
+            flag = word
+        elif flag in READS and word.rstrip("/") in stand_ins and not (work / word).exists():
+            argv[i] = stand_ins[word.rstrip("/")]
+    return argv
+
+
+def _prepare_inputs(argv: list[str], work: Path, dataset: str) -> None:
+    """Make the files a command names that a reader brings (their raw files, their papers, an ARO folder)."""
+    from sample_papers import write_papers
+
+    from slip_hf.data import generate_synthetic_raw
+    from slip_hf.data.structure_benchmark import write_product_structure_benchmark
+
+    if {"--raw-dir", "--raw_dir"} & set(argv) and not (work / "raw").exists():
+        generate_synthetic_raw(work / "raw", num_bundles=8, shoppers_per_bundle=200, image_size=16, seed=5)
+    if "papers.csv" in argv and not (work / "papers.csv").exists():
+        write_papers(work)
+    if "--aro_dir" in argv and not (work / argv[argv.index("--aro_dir") + 1]).exists():
+        write_product_structure_benchmark(dataset, work / argv[argv.index("--aro_dir") + 1], num_cases=8, image_size=16)
+
+
+def _run(command: Command, work: Path, tmp_path: Path) -> None:
+    """Run one command in `work`: in this process, or as the reader would where it must be its own process (a
+    server, `accelerate launch`, a download from the (loopback) Hub, whose address is read at import)."""
+    from slip_hf.cli import run_command
+
+    name, argv = command.argv[0], command.argv[1:]
+    script = ROOT / "training" / ("run_slip.py" if name == "train" else "ablate.py")
+    if command.launcher == "accelerate":  # 2 processes here; torch.distributed on a CPU needs --multi_gpu (gloo)
+        accelerate = Path(sys.executable).with_name("accelerate")
+        done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", str(min(command.processes, 2)),
+                               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *argv],
+                              cwd=work, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    elif name == "serve":
+        _serve_until_it_answers(argv, work, tmp_path)
+    elif name == "build-dataset" and not {"--raw-dir", "--raw_dir"} & set(argv):  # the raw files come from the Hub
+        from loopback_hub import serve_raw_files
+
+        from slip_hf.data import generate_synthetic_raw
+
+        generate_synthetic_raw(tmp_path / "hub-raw", num_bundles=8, shoppers_per_bundle=200, image_size=16, seed=5)
+        with serve_raw_files(tmp_path / "hub-raw") as (endpoint, _, _):
+            env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home")}
+            done = subprocess.run([sys.executable, "-m", "slip_hf.cli", name, *argv], cwd=work, env=env, capture_output=True,
+                                  text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        try:
+            code = run_command(name, argv, prog=script.name if name in ("train", "ablate") else None)
+        except SystemExit as exit_:  # --help
+            code = exit_.code
+        assert code in (0, None)
+
+
+def _serve_until_it_answers(argv: list[str], work: Path, tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen([sys.executable, "-m", "slip_hf.cli", "serve", *argv, "--port", str(port)], cwd=work,
+                                  stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and server.poll() is None:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.5)
+        pytest.fail(f"slip-hf serve did not answer: {log.read_text()[-3000:]}")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@pytest.mark.parametrize("block", [b for b in blocks("bash") if _commands(b.code)], ids=lambda b: b.id)
+def test_shell_block_runs(block, stand_ins, fake_hub, tmp_path, monkeypatch):
+    """Each slip_hf command of the block, in order, in one folder, with small arguments (`SMALL`) and the Python
+    blocks' stand-ins for what the reader has (a Hub id, a run folder); the files a reader brings are made first."""
     if block.skip:
         pytest.skip(block.skip)
-    for argv in _commands(block.code):
-        command, flags = argv[0], argv[1:]
-        if flags and is_recipe(flags[0]):  # a recipe file gives defaults, as run_slip.py reads it
-            assert (ROOT / flags[0]).is_file(), f"{block.id}: no recipe {flags[0]}"
-            flags = flags[1:]
-            assert Recipe.load(ROOT / argv[1]) is not None
-        if flags in (["--help"], []):
-            continue
-        parser = parser_of(command, monkeypatch)
-        _, unknown = parser.parse_known_args(flags)
-        assert not unknown, f"{block.id}: slip-hf {command} has no {unknown}"
+    work = tmp_path / "work"  # as a clone to the commands: its recipes and Space folder, the rest what they write
+    work.mkdir()
+    for folder in ("training", "hub"):
+        (work / folder).symlink_to(ROOT / folder)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("SLIP_HF_DEBUG", "1")  # a failing command shows its traceback
+    names = {**stand_ins, "runs/slip": stand_ins["runs/slip-electronics"], "amazon-copurchase-mm": stand_ins["you/amazon-copurchase-mm"]}
+    for command in _commands(block.code):
+        argv = command.argv
+        if argv[0] in ("train", "ablate"):
+            given = [flag for flag in ("--model_name_or_path", "--dataset_name") if flag in argv]
+            argv = argv + [word for flag, value in zip(MODEL_AND_DATA[::2], MODEL_AND_DATA[1::2]) if flag not in given for word in (flag, value)]
+        if argv[1:] != ["--help"]:
+            argv = _with(argv, SMALL.get(argv[0], {}))
+        argv = _stand_ins_for_reads(argv, names, work)
+        _prepare_inputs(argv, work, names["you/amazon-copurchase-mm"])
+        _run(Command(command.launcher, argv, command.processes), work, tmp_path)
 
 
 # -- the site --------------------------------------------------------------------------------------------------
@@ -155,3 +290,32 @@ def test_the_site_builds_strictly_with_the_cli_reference(tmp_path):
     api = (site / "reference" / "api" / "index.html").read_text()
     assert "SlipModel" in api and "viewed_image" in api and "last_complete_checkpoint" in api
     assert (site / "index.html").is_file() and (site / "results" / "index.html").is_file()
+
+
+def test_every_public_name_documents_each_argument_and_what_it_returns():
+    """The API reference's objects (docs/reference/api.md), as mkdocstrings reads them (with docs/hooks/field_help.py):
+    every parameter of a function or class is in its `Args:` (or `Attributes:`) section, and a function that returns
+    something says what, in a `Returns:` section or its summary ("The ...", "...; returns ...")."""
+    griffe = pytest.importorskip("griffe")
+
+    names = re.findall(r"^::: (\S+)", (ROOT / "docs" / "reference" / "api.md").read_text(), re.MULTILINE)
+    extensions = griffe.load_extensions(f"{ROOT / 'docs' / 'hooks' / 'field_help.py'}:FieldHelp")
+    loader = griffe.GriffeLoader(search_paths=[str(ROOT / "src")], extensions=extensions, docstring_parser=griffe.Parser.google)
+    package = loader.load("slip_hf")
+    loader.resolve_aliases(implicit=True, external=False)
+    gaps = []
+    for name in names:
+        obj = package[name.removeprefix("slip_hf.")]
+        obj = obj.final_target if obj.is_alias else obj
+        function = obj.members.get("__init__") if obj.is_class else obj
+        sections = obj.docstring.parse(griffe.Parser.google) if obj.docstring else []
+        documented = {p.name.lstrip("*") for s in sections if s.kind.value in ("parameters", "attributes", "other parameters") for p in s.value}
+        parameters = [p.name for p in function.parameters if p.name not in ("self", "cls", "args", "kwargs")] if function else []
+        gaps += [f"{name}: argument {p!r} is not documented" for p in parameters if p not in documented]
+        if obj.is_function and str(obj.returns) not in ("None", "") and obj.returns is not None:
+            summary = obj.docstring.value.split("\n\n")[0]
+            says = (any(s.kind.value in ("returns", "yields") for s in sections) or "returns" in summary.lower()
+                    or summary.split()[0] in ("The", "A", "An", "Each", "Whether"))
+            if not says:
+                gaps.append(f"{name}: does not say what it returns")
+    assert not gaps, "\n".join(gaps)

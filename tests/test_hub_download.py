@@ -2,61 +2,23 @@
 loopback stand-in for the Hub endpoint (HF_ENDPOINT=http://127.0.0.1:PORT), which serves just what the client
 asks for, end to end through `slip-hf build-dataset`, and again from the client's cache."""
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback_hub import PREFIX, serve_raw_files
 
 from slip_hf.data import generate_synthetic_raw
-from slip_hf.data.amazon_raw import HUB_REPO_ID
-
-PREFIX = f"/datasets/{HUB_REPO_ID}/resolve/main/"
 
 
 @pytest.fixture
 def hub(tmp_path):
     """A stand-in Hub serving the generated raw files under the release's paths; records every request."""
     generate_synthetic_raw(tmp_path / "raw", num_bundles=8, shoppers_per_bundle=200, image_size=16, seed=5)
-    files = {f"raw/{path.parent.name}/{path.name}": path.read_bytes() for path in (tmp_path / "raw").glob("*_categories/*.jsonl")}
-    requests: list[tuple[str, str]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _answer(self, with_body: bool):
-            requests.append((self.command, self.path))
-            name = self.path.split("?")[0][len(PREFIX):] if self.path.startswith(PREFIX) else None
-            body = files.get(name)
-            if body is None:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
-            self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
-            self.end_headers()
-            if with_body:
-                self.wfile.write(body)
-
-        def do_HEAD(self):  # noqa: N802 (http.server API)
-            self._answer(False)
-
-        def do_GET(self):  # noqa: N802
-            self._answer(True)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requests, files
-    server.shutdown()
-    server.server_close()
+    with serve_raw_files(tmp_path / "raw") as served:
+        yield served
 
 
 def test_build_dataset_downloads_the_raw_files_from_the_hub_then_reuses_them(hub, tmp_path):

@@ -86,7 +86,17 @@ def file_problem(path: Path) -> str | None:
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why `folder` is not a complete checkpoint (the first missing or truncated file), or `None`."""
+    """Why `folder` is not a complete checkpoint (the first missing or truncated file), or `None`.
+
+    Args:
+        folder (`str | os.PathLike`): a `checkpoint-N` folder: written by slip_hf 0.3+ (checked against its
+            `slip_checkpoint.json`: every file listed, at its size) or by 0.2.x (no manifest: the weights,
+            `optimizer.pt`, `scheduler.pt`, an RNG state and `trainer_state.json` present and whole).
+
+    Returns:
+        str | None: one line such as `"model.safetensors is truncated (1000 of 2330 bytes)"`, or `None` when the
+            checkpoint is complete.
+    """
     folder = Path(folder)
     manifest = folder / MANIFEST
     if manifest.is_file():
@@ -139,7 +149,25 @@ def complete_checkpoints(run_dir: str | os.PathLike, warn: bool = True) -> list[
 
 
 def last_complete_checkpoint(run_dir: str | os.PathLike, warn: bool = True) -> Path | None:
-    """The newest complete checkpoint of `run_dir` (see [`complete_checkpoints`]), or `None`."""
+    """The newest complete checkpoint of `run_dir` (see [`complete_checkpoints`]), or `None`.
+
+    Args:
+        run_dir (`str | os.PathLike`): a run's output folder, holding `checkpoint-N` folders.
+        warn (`bool`, *optional*, defaults to `True`): log one warning line per newer checkpoint skipped, naming
+            its problem ([`checkpoint_problem`]).
+
+    Returns:
+        Path | None: the folder to resume from, or `None` when there is none.
+
+    Example:
+
+    ```python
+    >>> from slip_hf.checkpoints import last_complete_checkpoint
+    >>> last_complete_checkpoint("runs/slip-electronics")   # checkpoint-300 was cut off by a kill; logged:
+    >>> # skipping incomplete checkpoint runs/slip-electronics/checkpoint-300: model.safetensors is truncated (...)
+    PosixPath('runs/slip-electronics/checkpoint-200')
+    ```
+    """
     found = complete_checkpoints(run_dir, warn)
     return found[-1] if found else None
 
@@ -150,6 +178,15 @@ def resume_checkpoint(requested: str | bool | None, run_dir: str | os.PathLike, 
     `None`/`False`/`"false"`: `None` (train from the start). `True`/`"true"`/`"last"`: the newest complete checkpoint
     of `run_dir`; the main process decides and every process takes its answer. A path: that checkpoint, if it is
     complete.
+
+    Args:
+        requested (`str | bool | None`): the `resume_from_checkpoint` argument as given.
+        run_dir (`str | os.PathLike`): the run's output folder.
+        trainer ([`SlipTrainer`]): the trainer that will resume (its process count and main process decide who
+            looks and who is told).
+
+    Returns:
+        str | None: the checkpoint folder to resume from, or `None` to train from the start.
 
     Raises:
         ValueError: (one line) when no complete checkpoint exists, or the one named is incomplete.

@@ -141,7 +141,7 @@ def global_batch_edge_index(
     """Gather the node ids of the global batch and return its subgraph's edges in global positions.
 
     Returns:
-        `(edge_index, edge_weight, global_node_ids)`: a `(2, E)` LongTensor and, for a weighted graph, the `(E,)`
+        (edge_index, edge_weight, global_node_ids): a `(2, E)` LongTensor and, for a weighted graph, the `(E,)`
         weights, on `local_node_ids`' device, and the `(N,)` ids.
     """
     global_ids = gather_rows(local_node_ids, with_grad=False)

@@ -147,6 +147,22 @@ def run_experiment(
     recipes do), and training resumes from `training_args.resume_from_checkpoint` (`True` = the last one in
     `output_dir`). The folder records the run as `slip_hf.run_folder` describes: its settings before training,
     the Trainer's state after it, the test results last.
+
+    Args:
+        model_args ([`ModelArguments`]): the CLIP or SLIP checkpoint to start from, and the graph head.
+        data_args ([`DataArguments`]): the dataset (folder or Hub id), its columns, and what to evaluate.
+        training_args ([`SlipTrainingArguments`]): the run's settings (`output_dir`, batch sizes, loss weights, ...).
+        run_name (`str`, *optional*): the method's name in the results and the leaderboard; default: "SLIP", or
+            "CLIP (fine-tuned)" with `model_args.baseline="clip"`.
+
+    Example:
+
+    ```python
+    from slip_hf.experiment import parse_arguments, run_experiment
+
+    results = run_experiment(*parse_arguments(["training/recipes/slip_electronics_vitb16.yaml", "--max_steps", "10"]))
+    results["test"]["retrieval"]["mrr"]
+    ```
     """
     require_folder(model_args.model_name_or_path, "model")
     set_seed(training_args.seed)

@@ -103,7 +103,7 @@ class NodeGraph:
         """All neighbours of several nodes at once.
 
         Returns:
-            `(owner, neighbor)`: for every adjacency entry, the position in `nodes` it belongs to and the
+            (owner, neighbor): for every adjacency entry, the position in `nodes` it belongs to and the
             neighbour's node id, both of shape `(sum of degrees,)`.
         """
         owner, neighbor, _ = self._adjacency_entries(nodes)
@@ -143,7 +143,7 @@ class NodeGraph:
             node_ids: the batch's node ids, distinct, in batch order.
 
         Returns:
-            `(edge_index, num_cut_edges)`: a `torch.LongTensor` of shape `(2, 2 * E_b)` holding both directions of
+            (edge_index, num_cut_edges): a `torch.LongTensor` of shape `(2, 2 * E_b)` holding both directions of
             the E_b edges with both ends in the batch, sorted by row then column (as `torch_geometric`'s
             `coalesce` sorts), and the number of edges with one end outside the batch (dropped).
         """
@@ -381,6 +381,15 @@ class SlipDataCollator:
     removes `node_ids` and `num_cut_edges` before
     calling the model. `preparers` (`slip_hf.objectives.batch_preparers`) then add the fields of the enabled
     objectives beyond SLIP's (StructXLIP's edge maps, say), from the batch and the rows' raw `text`.
+
+    Args:
+        graph ([`NodeGraph`], *optional*): the dataset graph over `node_id_column`; `None` gives batches with no
+            edges (the CLIP baseline).
+        tokenizer (*optional*): pads `input_ids` of unequal length (`tokenizer.pad`); not needed when the rows are
+            padded already.
+        node_id_column (`str`, *optional*, defaults to `"node_id"`): the rows' node id field.
+        preparers (`list[BatchPreparer]`, *optional*, defaults to `[]`): called as `preparer(batch, rows)`, each adds
+            an enabled objective's fields to the batch in place (`slip_hf.objectives.batch_preparers(config, ...)`).
     """
 
     graph: NodeGraph | None = None

@@ -189,7 +189,7 @@ def restrict_edges_to_nodes(
         num_total_nodes (`int`, *optional*): size of the global id space; inferred when omitted.
 
     Returns:
-        `(local_edge_index, num_dropped)`: a `(2, E')` tensor of batch positions and the number of edges
+        (local_edge_index, num_dropped): a `(2, E')` tensor of batch positions and the number of edges
         dropped because an endpoint is outside the batch.
     """
     if node_ids.numel() != torch.unique(node_ids).numel():

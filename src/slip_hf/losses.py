@@ -141,8 +141,24 @@ def weighted_total_loss(parts: Mapping[str, torch.Tensor | None], weights: Mappi
     multiplied, so with only CLIP's part left the result *is* that part (the plain CLIP fine-tuning
     baseline), bit for bit.
 
+    Args:
+        parts (`Mapping[str, torch.Tensor | None]`): each objective's loss, a scalar tensor of shape `()`, or `None`
+            where it does not apply to this batch.
+        weights (`Mapping[str, float]`): each objective's weight λ, by the same names.
+
+    Returns:
+        `torch.Tensor` of shape `()`: the weighted sum.
+
     Raises:
         ValueError: if no part is left.
+
+    Example:
+
+    ```python
+    >>> weighted_total_loss({"clip": torch.tensor(2.0), "graph": torch.tensor(1.0), "aux": None},
+    ...                     {"clip": 1.0, "graph": 0.05, "aux": 0.1})
+    tensor(2.0500)
+    ```
     """
     total = None
     for name, part in parts.items():

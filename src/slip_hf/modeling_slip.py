@@ -43,33 +43,43 @@ class SlipOutput(ModelOutput):
     Output of [`SlipModel.forward`]. b is the batch size, d the CLIP projection dim, d' the node dim, C the
     number of categories.
 
-    loss (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
-        Total objective: Eq. 7 over every enabled objective (`slip_hf.objectives`).
-    loss_clip (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
-        Symmetric InfoNCE of Eq. 1.
-    loss_graph (`torch.FloatTensor` of shape `()`, returned with `return_loss=True` when the graph path is on):
-        Structural contrastive loss of Eq. 5 (unweighted).
-    loss_aux (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`, `labels` and an aux head):
-        Category cross-entropy of Eq. 6 (unweighted).
-    loss_structxlip_global, loss_structxlip_local, loss_structxlip_consistency (`torch.FloatTensor` of shape `()`):
-        StructXLIP's losses (unweighted), returned with `return_loss=True` when the batch carries their inputs
-        (see `slip_hf.objectives.structxlip`).
-    loss_structure_clip_margin, loss_structure_clip_hinge, loss_structure_clip_negclip (`torch.FloatTensor` of shape `()`):
-        Structure-CLIP's losses (unweighted), likewise (see `slip_hf.objectives.structure_clip`).
-    logits_per_image (`torch.FloatTensor` of shape `(b, b)`):
-        Scaled image-text cosine similarities.
-    logits_per_text (`torch.FloatTensor` of shape `(b, b)`):
-        Transpose of `logits_per_image`.
-    image_embeds (`torch.FloatTensor` of shape `(b, d)`):
-        l2-normalised CLIP image embeddings E_v.
-    text_embeds (`torch.FloatTensor` of shape `(b, d)`):
-        l2-normalised CLIP text embeddings E_t.
-    node_embeds (`torch.FloatTensor` of shape `(b, d')`, when the graph path is on):
-        l2-normalised fused node embeddings Z (Eq. 4).
-    class_logits (`torch.FloatTensor` of shape `(b, C)`, when the model has an aux head):
-        Category logits of the auxiliary classifier.
-    num_positive_pairs (`torch.LongTensor` of shape `()`, returned with `return_loss=True` and the graph path):
-        |M+|, the number of ordered positive pairs the structural loss saw in this batch.
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
+            Total objective: Eq. 7 over every enabled objective (`slip_hf.objectives`).
+        loss_clip (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
+            Symmetric InfoNCE of Eq. 1.
+        loss_graph (`torch.FloatTensor` of shape `()`, returned with `return_loss=True` when the graph path is on):
+            Structural contrastive loss of Eq. 5 (unweighted).
+        loss_aux (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`, `labels` and an aux head):
+            Category cross-entropy of Eq. 6 (unweighted).
+        loss_structxlip_global (`torch.FloatTensor` of shape `()`):
+            StructXLIP's global edge-map/structure-caption loss (unweighted), returned with `return_loss=True` when
+            the batch carries its inputs (see `slip_hf.objectives.structxlip`).
+        loss_structxlip_local (`torch.FloatTensor` of shape `()`):
+            StructXLIP's region/chunk loss (unweighted), likewise.
+        loss_structxlip_consistency (`torch.FloatTensor` of shape `()`):
+            StructXLIP's consistency loss (unweighted), likewise.
+        loss_structure_clip_margin (`torch.FloatTensor` of shape `()`):
+            Structure-CLIP's margin loss over scene-graph negatives (unweighted), returned with `return_loss=True`
+            when the batch carries them (see `slip_hf.objectives.structure_clip`).
+        loss_structure_clip_hinge (`torch.FloatTensor` of shape `()`):
+            Structure-CLIP's hinge loss (unweighted), likewise.
+        loss_structure_clip_negclip (`torch.FloatTensor` of shape `()`):
+            InfoNCE with the scene-graph negatives among the texts (unweighted), likewise.
+        logits_per_image (`torch.FloatTensor` of shape `(b, b)`):
+            Scaled image-text cosine similarities.
+        logits_per_text (`torch.FloatTensor` of shape `(b, b)`):
+            Transpose of `logits_per_image`.
+        image_embeds (`torch.FloatTensor` of shape `(b, d)`):
+            l2-normalised CLIP image embeddings E_v.
+        text_embeds (`torch.FloatTensor` of shape `(b, d)`):
+            l2-normalised CLIP text embeddings E_t.
+        node_embeds (`torch.FloatTensor` of shape `(b, d')`, when the graph path is on):
+            l2-normalised fused node embeddings Z (Eq. 4).
+        class_logits (`torch.FloatTensor` of shape `(b, C)`, when the model has an aux head):
+            Category logits of the auxiliary classifier.
+        num_positive_pairs (`torch.LongTensor` of shape `()`, returned with `return_loss=True` and the graph path):
+            |M+|, the number of ordered positive pairs the structural loss saw in this batch.
     """
 
     loss: torch.FloatTensor | None = None
@@ -231,6 +241,11 @@ class SlipModel(SlipPreTrainedModel):
     (or to :math:`[E_v \| E_t]` when `config.use_graph=False`).
 
     Retrieval needs no graph: `get_image_features` / `get_text_features` return the CLIP-space embeddings.
+
+    Args:
+        config ([`SlipConfig`]): the CLIP towers' config and the graph, fusion, classifier and loss settings.
+            Building from a config gives random weights; [`SlipModel.from_clip`] starts from a CLIP checkpoint and
+            `from_pretrained` loads a saved SLIP model.
 
     Example:
 

@@ -47,8 +47,19 @@ from .viewed_image import viewed_rgb
 
 
 def decode_image(image: Any) -> torch.Tensor:
-    """What `slip_hf.viewed_image.open_image` takes -> `(3, H, W)` uint8 tensor (RGB, as a person sees the image).
-    Raises `ValueError` (`ImageRefused`) for what cannot be decoded."""
+    """The image as a person sees it (`slip_hf.viewed_image.viewed_rgb`), as a tensor: what the tensor path's data
+    workers put in a batch.
+
+    Args:
+        image (`PIL.Image.Image | dict | bytes | str | os.PathLike | BinaryIO`): what
+            `slip_hf.viewed_image.open_image` takes.
+
+    Returns:
+        `torch.Tensor` of shape `(3, H, W)`, dtype `uint8`: the RGB pixels.
+
+    Raises:
+        ImageRefused: (a `ValueError`) for what cannot be decoded.
+    """
     array = np.array(viewed_rgb(image))  # a writable copy: torch refuses read-only buffers
     return torch.from_numpy(array).permute(2, 0, 1)
 
@@ -67,14 +78,33 @@ class PixelPipeline:
     [`from_image_processor`].
 
     Attributes:
-        shortest_edge: target of the shortest edge, or `None` with `resize_to` (a fixed `(height, width)`) or no
-            resizing.
-        resize_to: fixed output size of the resize (processors configured with `height`/`width`).
-        crop_size: `(height, width)` of the centre crop, or `None`.
-        rescale_factor, image_mean, image_std: the processor's; `None` mean / std skip the normalisation.
-        augment: draw a random resized crop and flip per sample (training).
-        scale, ratio, flip_probability: the augmentation's ranges.
-        seed: the run's seed (per-sample generators are seeded with `(seed, epoch, key)`).
+        shortest_edge (`int`, *optional*, defaults to 224): target of the shortest edge, or `None` with `resize_to`
+            (a fixed `(height, width)`) or no resizing.
+        resize_to (`tuple[int, int]`, *optional*): fixed output size of the resize (processors configured with
+            `height`/`width`).
+        crop_size (`tuple[int, int]`, *optional*, defaults to `(224, 224)`): `(height, width)` of the centre crop, or
+            `None`.
+        rescale_factor (`float`, *optional*, defaults to 1/255): the processor's; `None` keeps 0..255.
+        image_mean (`tuple[float, ...]`, *optional*, defaults to CLIP's): the processor's, per channel; `None` (with
+            `image_std`) skips the normalisation.
+        image_std (`tuple[float, ...]`, *optional*, defaults to CLIP's): the processor's, per channel.
+        augment (`bool`, *optional*, defaults to `False`): draw a random resized crop and flip per sample (training).
+        scale (`tuple[float, float]`, *optional*, defaults to `(0.7, 1.0)`): the crop's share of the image's area.
+        ratio (`tuple[float, float]`, *optional*, defaults to `(3/4, 4/3)`): the crop's aspect ratio range.
+        flip_probability (`float`, *optional*, defaults to 0.5): the chance of a horizontal flip.
+        seed (`int`, *optional*, defaults to 0): the run's seed (per-sample generators are seeded with `(seed, epoch,
+            key)`).
+        batched (`bool`, *optional*): augment a batch with one batched resampling (`True`), per sample (`False`), or
+            by device (`None`: batched off the CPU, where it is the fast way; per sample on the CPU, where uint8
+            resizes are faster).
+
+    Example:
+
+    ```python
+    >>> from transformers import CLIPImageProcessor
+    >>> pipeline = PixelPipeline.from_image_processor(CLIPImageProcessor())
+    >>> pixel_values = pipeline(torch.stack([decode_image("cut-out.png")]))   # (1, 3, 224, 224) float32
+    ```
     """
 
     shortest_edge: int | None = 224
@@ -89,8 +119,6 @@ class PixelPipeline:
     flip_probability: float = 0.5
     seed: int = 0
     batched: bool | None = None
-    """Augment a batch with one batched resampling (True), per sample (False), or by device (None: batched off
-    the CPU, where it is the fast way; per sample on the CPU, where uint8 resizes are faster)."""
 
     @classmethod
     def from_image_processor(cls, processor: Any, augment: bool = False, seed: int = 0) -> "PixelPipeline":
@@ -277,7 +305,20 @@ def draw_crop_box(rng: np.random.Generator, height: int, width: int, scale: tupl
     """The training augmentation of both image paths: a random resized crop (area share in `scale`, aspect in
     `ratio`, log-uniform; the whole image after 10 misses, as torchvision does), its centred square (what
     resizing the crop's shortest edge and centre-cropping it keeps), and a horizontal flip with probability
-    `flip_probability`, all drawn from `rng`."""
+    `flip_probability`, all drawn from `rng`.
+
+    Args:
+        rng (`numpy.random.Generator`): the draws' source (the tensor path seeds one per sample with `(seed, epoch,
+            node)`; the processor path takes it from Python's seeded RNG).
+        height (`int`): the image's height in pixels.
+        width (`int`): the image's width in pixels.
+        scale (`tuple[float, float]`, *optional*, defaults to `(0.7, 1.0)`): the crop's share of the image's area.
+        ratio (`tuple[float, float]`, *optional*, defaults to `(3/4, 4/3)`): the crop's aspect ratio range.
+        flip_probability (`float`, *optional*, defaults to 0.5): the chance of a horizontal flip.
+
+    Returns:
+        CropBox: `left`, `top`, `side` of the square in pixels, and `flip`.
+    """
     left, top, side = _random_square(rng, height, width, scale, ratio)
     return CropBox(left, top, side, bool(rng.random() < flip_probability))
 

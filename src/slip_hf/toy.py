@@ -46,7 +46,7 @@ def make_toy_graph(
     """A product co-purchase graph with rendered images and titles.
 
     Returns:
-        `(nodes, edges)`: `nodes` has `node_id` (0..num_nodes-1), `title`, `image` (`datasets.Image`), `label`
+        (nodes, edges): `nodes` has `node_id` (0..num_nodes-1), `title`, `image` (`datasets.Image`), `label`
         (`ClassLabel` of the category) and `product_line`; `edges` has `src`, `dst` (undirected, each once).
     """
     if not 1 <= num_categories <= len(CATEGORIES):

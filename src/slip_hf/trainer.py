@@ -194,16 +194,28 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
     * `EarlyStoppingCallback` is added when `args.early_stopping_patience` is set.
 
     Args:
-        graph: the dataset graph over the `node_id` column of the datasets.
-        image_processor (`Any`, *optional*): the model's image processor; objectives that render images from the batch
+        model ([`SlipModel`]): the model to train; its config takes the loss weights and hops of `args`
+            (`apply_config_overrides`).
+        args ([`SlipTrainingArguments`], *optional*): the run's settings; default: `SlipTrainingArguments(output_dir=
+            "slip_output")`.
+        graph ([`NodeGraph`], *optional*): the dataset graph over the `node_id` column of the datasets; needed with
+            `args.batch_sampler="graph"` (the default), and with the weights when the model weighs its positives.
+        data_collator (*optional*): default: a [`SlipDataCollator`] over `graph` with `processing_class` as the
+            tokenizer and the model's objectives' preparers.
+        train_dataset (`datasets.Dataset`, *optional*): the training nodes (`node_id`, `input_ids` or the text,
+            `pixel_values` or `images`, optionally `labels`), as `slip_hf.processing` prepares them.
+        eval_dataset (`datasets.Dataset`, *optional*): the validation nodes, likewise.
+        processing_class (*optional*): the tokenizer, as in [`Trainer`].
+        callbacks (`list[TrainerCallback]`, *optional*): added to [`Trainer`]'s; an `EarlyStoppingCallback` is added
+            when `args.early_stopping_patience` is set.
+        image_processor (*optional*): the model's image processor; objectives that render images from the batch
             (StructXLIP's edge maps) need it when the trainer builds the data collator.
-        pixel_pipeline: the tensor image path (`slip_hf.pixels`): batches carry decoded uint8 `images` and the
-            trainer turns them into `pixel_values` on the training device with this pipeline (built with
-            `PixelPipeline.from_image_processor`); with `augment_images`, training batches get per-sample seeded
-            random resized crops and flips (seeded by the run's seed, the epoch and the node id).
-        augment_images: draw those crops and flips for training batches.
-
-    The other arguments are [`Trainer`]'s.
+        pixel_pipeline ([`PixelPipeline`], *optional*): the tensor image path (`slip_hf.pixels`): batches carry
+            decoded uint8 `images` and the trainer turns them into `pixel_values` on the training device with this
+            pipeline (built with `PixelPipeline.from_image_processor`); with `augment_images`, training batches get
+            per-sample seeded random resized crops and flips (seeded by the run's seed, the epoch and the node id).
+        augment_images (`bool`, *optional*, defaults to `False`): draw those crops and flips for training batches.
+        **kwargs (`Any`): passed to [`Trainer`].
     """
 
     def __init__(

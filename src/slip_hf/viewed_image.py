@@ -54,7 +54,12 @@ warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarn
 
 class ImageRefused(ValueError):
     """An image that is not stored or used, with its status: `not_image`, `corrupt_image`, `decompression_bomb`
-    or `unsupported_image`."""
+    or `unsupported_image`.
+
+    Args:
+        status (`str`): one of those four, as the build tables and the download log count it.
+        message (`str`): one line saying what was wrong with the file.
+    """
 
     def __init__(self, status: str, message: str):
         super().__init__(message)
@@ -65,8 +70,17 @@ def open_image(image: Any) -> Image.Image:
     """A decoded PIL image from what a dataset or a user holds: a PIL image, a `datasets.Image(decode=False)` value
     (`{"bytes": ..., "path": ...}`), encoded bytes, a path or a file object.
 
+    Args:
+        image (`PIL.Image.Image | dict | bytes | str | os.PathLike | BinaryIO`): the image, in any of those forms;
+            a PIL image is returned as it is.
+
+    Returns:
+        PIL.Image.Image: the opened image, in its own mode (no orientation, transparency or bit-depth fix: that
+            is [`viewed_image`]).
+
     Raises:
-        ImageRefused: (a `ValueError`) with status `not_image`, `corrupt_image` or `decompression_bomb`.
+        ImageRefused: (a `ValueError`) with status `not_image`, `corrupt_image` or `decompression_bomb` (more
+            pixels than `PIL.Image.MAX_IMAGE_PIXELS`, checked before decoding).
     """
     if isinstance(image, Image.Image):
         return image
@@ -115,8 +129,15 @@ def viewed_image(image: Any, background: Sequence[int] = WHITE) -> tuple[Image.I
     """`(RGB image, fixes)`: the image as a viewer shows it, and which of `FIXES` that took.
 
     Args:
-        image: what [`open_image`] takes (a PIL image, bytes, a path, a `datasets` image value).
-        background (`(r, g, b)`): the colour under transparent pixels; white by default.
+        image (`PIL.Image.Image | dict | bytes | str | os.PathLike | BinaryIO`): what [`open_image`] takes (a PIL
+            image, bytes, a path, a `datasets` image value).
+        background (`Sequence[int]` of length 3, *optional*, defaults to `(255, 255, 255)`): the `(r, g, b)` colour
+            under transparent pixels.
+
+    Returns:
+        tuple[PIL.Image.Image, frozenset[str]]: the upright 8-bit RGB image, and the names of the fixes it took
+            (`FIXES`: `exif_rotated`, `transparency_flattened`, `high_bit_depth_scaled`, `colour_converted`,
+            `animation_first_frame`; empty for an upright opaque RGB image).
 
     Raises:
         ImageRefused: what cannot be decoded or has no 8-bit reading.
@@ -157,7 +178,16 @@ def viewed_image(image: Any, background: Sequence[int] = WHITE) -> tuple[Image.I
 
 
 def viewed_rgb(image: Any, background: Sequence[int] = WHITE) -> Image.Image:
-    """The RGB image of [`viewed_image`], without the fixes: what training, evaluation and the Space use."""
+    """The RGB image of [`viewed_image`], without the fixes: what training, evaluation and the Space use.
+
+    Args:
+        image (`PIL.Image.Image | dict | bytes | str | os.PathLike | BinaryIO`): as [`viewed_image`] takes it.
+        background (`Sequence[int]` of length 3, *optional*, defaults to `(255, 255, 255)`): the colour under
+            transparent pixels.
+
+    Returns:
+        PIL.Image.Image: the upright 8-bit RGB image.
+    """
     return viewed_image(image, background)[0]
 
 

@@ -279,7 +279,29 @@ def _graph_signal(nodes_asin: list[str], graph: NodeGraph, truth: dict[str, int]
 
 
 def build_dataset(config: BuildConfig) -> BuildResult:
-    """Run the whole pipeline (see the module docstring) and write the dataset to `config.out_dir`."""
+    """Run the whole pipeline (see the module docstring) and write the dataset to `config.out_dir`.
+
+    Each step's output is kept under `config.work_dir`: a second run with the same settings reuses every step, and
+    one with other settings recomputes from the first step they change; an interrupted run resumes at its step.
+
+    Args:
+        config ([`BuildConfig`]): the category, where the raw files are (or the Hub), the filters, the image
+            settings and the output folder; every field is a flag of `slip-hf build-dataset`.
+
+    Returns:
+        [`BuildResult`]: the output folder, the config name, the node and edge counts, one record per step (kept,
+            dropped with reasons, fixed, seconds: the table the command prints) and the stats written to
+            `stats/<config>.json`.
+
+    Example:
+
+    ```python
+    from slip_hf.data import BuildConfig, build_dataset
+
+    result = build_dataset(BuildConfig(category="Electronics", raw_dir="raw/", out_dir="amazon-copurchase-mm"))
+    result.num_nodes, result.num_edges
+    ```
+    """
     out_dir = Path(config.out_dir)
     raw = locate_raw_files(config.raw_dir, config.category) if config.raw_dir else download_raw_files(config.category)
     cache = StepCache(config.work_path)  # created once the raw files are found: a failed start leaves nothing

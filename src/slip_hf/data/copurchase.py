@@ -338,7 +338,7 @@ def copurchase_edges(
         tmp_dir: where partitions go (a temporary directory by default).
 
     Returns:
-        `(edges, stats)`: `edges` has `src`, `dst` (item indices, `src < dst`, each pair once), `count`,
+        (edges, stats): `edges` has `src`, `dst` (item indices, `src < dst`, each pair once), `count`,
         `first_time` and `last_time`, sorted by `(src, dst)`; `stats` counts `candidate_items` (bought by at
         least `min_copurchase` users), `heavy_users_skipped`, `pairs_enumerated`, `distinct_pairs`,
         `pairs_below_threshold`, `edges`, `partitions` and `spilled` (1 when partitions went to disk).

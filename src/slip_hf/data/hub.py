@@ -128,8 +128,30 @@ def load_copurchase_graph(
     Hub repo id (`datasets.load_dataset`); with `temporal_cut`, split the edges by time
     ([`CopurchaseGraph.temporal_split`]).
 
+    Args:
+        path_or_repo (`str | os.PathLike`): a folder written by `slip-hf build-dataset` / `import-graph`, or a Hub
+            dataset id (`you/amazon-copurchase-mm`).
+        config_name (`str`): the node config (`electronics`; `graph` for `import-graph`); its edges are the
+            `<config>_edges` config.
+        temporal_cut (`float | int | str`, *optional*): a share of the edges in (0, 1), an ISO date, or Unix
+            milliseconds; the edges first seen from then on become `future_edges`.
+        **load_kwargs (`Any`): passed to `datasets.load_dataset` (`cache_dir`, `revision`, ...).
+
+    Returns:
+        [`CopurchaseGraph`]: `nodes` (a `DatasetDict` of the splits, global node ids 0..N-1), `edges` (`src`, `dst`,
+            `count`, `first_time`, `last_time`) and, with `temporal_cut`, `future_edges` and `cut_time`.
+
     Raises:
-        ValueError: if an edge refers to a node id that the node table does not have.
+        ValueError: if the node ids are not 0..N-1, or an edge refers to a node id that the node table does not have.
+
+    Example:
+
+    ```python
+    from slip_hf.data import load_copurchase_graph
+
+    graph = load_copurchase_graph("you/amazon-copurchase-mm", "electronics")
+    graph.nodes["train"][0]["title"], graph.edges.num_rows
+    ```
     """
     nodes = load_config(path_or_repo, config_name, **load_kwargs)
     edges = load_config(path_or_repo, edges_config_name(config_name), split="train", **load_kwargs)

@@ -117,7 +117,7 @@ def load_items(
             such lines ([`json_lines.BadLines`]). A wanted item whose line is bad counts as `malformed_metadata`.
 
     Returns:
-        `(items, stats)`: `items` follows [`ITEM_SCHEMA`], sorted by `parent_asin`; `stats` has one count per
+        (items, stats): `items` follows [`ITEM_SCHEMA`], sorted by `parent_asin`; `stats` has one count per
         drop reason of [`DROP_REASONS`], `valid_items`, and the file's skipped lines under `bad_lines`. An ASIN
         listed twice keeps its first line.
     """

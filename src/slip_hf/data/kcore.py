@@ -21,7 +21,7 @@ def kcore_graph(src: np.ndarray, dst: np.ndarray, num_nodes: int, k: int) -> tup
         k: minimum degree.
 
     Returns:
-        `(node_mask, edge_mask, rounds)`: `node_mask` of shape `(num_nodes,)` marks the nodes of the k-core
+        (node_mask, edge_mask, rounds): `node_mask` of shape `(num_nodes,)` marks the nodes of the k-core
         (a node without edges is never in it for k >= 1), `edge_mask` of shape `(E,)` the edges between them.
     """
     alive = np.ones(num_nodes, dtype=bool)
@@ -48,7 +48,7 @@ def kcore_bipartite(
         k: minimum number of items per user and of users per item.
 
     Returns:
-        `(purchase_mask, rounds)`: `purchase_mask` of shape `(P,)` marks the purchases in the k-core.
+        (purchase_mask, rounds): `purchase_mask` of shape `(P,)` marks the purchases in the k-core.
     """
     keep = np.ones(user.size, dtype=bool)
     rounds = 0

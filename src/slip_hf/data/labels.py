@@ -30,7 +30,7 @@ def assign_labels(
         other_name: the catch-all class.
 
     Returns:
-        `(labels, names, stats)`: int64 labels of shape `(N,)` indexing `names`; `stats` counts
+        (labels, names, stats): int64 labels of shape `(N,)` indexing `names`; `stats` counts
         `short_paths` (no entry at `depth`), `rare_classes_merged`, `nodes_in_rare_classes` and `classes`.
     """
     if depth < 0:

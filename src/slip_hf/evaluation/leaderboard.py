@@ -211,7 +211,18 @@ def environment_footnote(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> str
 def write_leaderboard(rows: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: str | os.PathLike,
                       title: str = "Leaderboard") -> tuple[str, Path, Path]:
     """`leaderboard.md`, `leaderboard.png` and `leaderboard.json` in `out_dir`; returns the markdown and the two
-    paths. The JSON holds `{"methods": leaderboard_summary(rows), "environments": run_environments(rows)}`."""
+    paths. The JSON holds `{"methods": leaderboard_summary(rows), "environments": run_environments(rows)}`.
+
+    Args:
+        rows (`Mapping[str, Sequence[Mapping]]`): each method's runs' test results (one per seed), as
+            [`read_runs`] returns them or as `test_results.json` holds them.
+        out_dir (`str | os.PathLike`): the folder to write (created if missing).
+        title (`str`, *optional*, defaults to `"Leaderboard"`): the markdown's heading.
+
+    Returns:
+        tuple[str, Path, Path]: the markdown (a table of every method on every task, mean ± std over seeds, and a
+            footnote where the runs' environments differ), the `.md` path and the `.png` path.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     footnote = environment_footnote(rows)
@@ -248,7 +259,19 @@ def read_run(folder: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, 
 def read_runs(folders: Sequence[str | os.PathLike]) -> dict[str, list[dict[str, Any]]]:
     """Run folders grouped into methods: runs whose recorded settings agree (all but the seed) form one method,
     named by the run's name (`SLIP`, `CLIP (fine-tuned)`, an ablation row's label) plus, where several methods
-    share a name, the settings that tell them apart."""
+    share a name, the settings that tell them apart.
+
+    Args:
+        folders (`Sequence[str | os.PathLike]`): run folders written by `run_slip.py` or `slip-hf ablate` (each with
+            `run_config.json` and `test_results.json`).
+
+    Returns:
+        dict[str, list[dict]]: each method's label and its runs' test results (with `_environment`), one per seed,
+            as [`write_leaderboard`] takes them.
+
+    Raises:
+        FileNotFoundError: for a folder that is not a finished run (one line naming the missing file).
+    """
     groups: dict[str, tuple[str, dict, list[dict]]] = {}
     for folder in folders:
         name, settings, results = read_run(folder)

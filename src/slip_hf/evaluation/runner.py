@@ -153,8 +153,26 @@ def evaluate_checkpoint(
     `graph` (and `future_graph` after a temporal split) the graph-aware ones too, over `pool_dataset` (e.g.
     every split) instead of `eval_dataset` when given, and with Z when the model has a graph path.
 
+    Args:
+        model ([`SlipModel`] or `CLIPModel`): the model to evaluate (in eval mode while it embeds).
+        image_processor (`BaseImageProcessor`): the model's image processor (its pixel settings drive the tensor path
+            too).
+        tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer.
+        eval_dataset (`datasets.Dataset`): the split to evaluate (`node_id`, title, image, optionally the label).
+        config ([`EvaluationConfig`], *optional*): columns, batch size, text length, few-shot sizes, seed and image
+            path; default: `EvaluationConfig()`.
+        train_dataset (`datasets.Dataset`, *optional*): the training split, for the few-shot linear probes.
+        graph ([`NodeGraph`], *optional*): the observed co-purchase graph, for the graph-aware metrics (related
+            items, similarity by hop, link prediction, Z).
+        future_graph ([`NodeGraph`], *optional*): after a temporal split, the edges first seen from the cut on, which
+            link prediction then scores.
+        pool_dataset (`datasets.Dataset`, *optional*): the nodes the graph-aware metrics rank over (e.g. every split,
+            `--graph_pool all`); default: `eval_dataset`.
+
     Returns:
-        `(metrics, embeddings of eval_dataset)`.
+        tuple[dict, SplitEmbeddings]: the metrics (`retrieval`, `classification`, `related_items`, `graph`,
+            `link_prediction`, ..., as `test_results.json` holds them) and the embeddings of `eval_dataset` (image,
+            text, and Z when the model has a graph path).
     """
     config = config or EvaluationConfig()
     evaluated = embed_split(model, image_processor, tokenizer, eval_dataset, config)

@@ -78,6 +78,20 @@ def export_clip(
         dataset_id: the dataset the model was trained on, for the card; default: the one the run recorded.
         widget_image: an image URL for the Hub's zero-shot widget, whose candidate labels are the model's
             categories; without one the card has no widget.
+
+    Returns:
+        ClipExport: the export folder (`out_dir`), its `files`, the source model's type, and what of it was `left_out`
+            (the graph stacks, the fusion and the classifier, which a plain CLIP has no place for).
+
+    Example:
+
+    ```python
+    from transformers import pipeline
+    from slip_hf.interop import export_clip
+
+    export = export_clip("runs/slip-electronics", "slip-electronics-clip")
+    classify = pipeline("zero-shot-image-classification", model=str(export.out_dir))
+    ```
     """
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPProcessor
 

@@ -42,7 +42,33 @@ def pyg_graph(
 ):
     """`graph.to_pyg()` (edges both ways, `edge_weight`, `y`, `train_mask` / `val_mask` / `test_mask`) plus
     `node_id` `(N,)`, and with `model` (a SLIP or CLIP checkpoint) its frozen, l2-normalised embeddings of every
-    node: `x_image` and `x_text` `(N, d)` and `x = [x_image || x_text]` `(N, 2d)`, row i = node i."""
+    node: `x_image` and `x_text` `(N, d)` and `x = [x_image || x_text]` `(N, 2d)`, row i = node i.
+
+    Args:
+        graph ([`CopurchaseGraph`]): the dataset's graph ([`load_copurchase_graph`]).
+        model (`str | os.PathLike`, *optional*): a SLIP or CLIP checkpoint (folder or Hub id) whose embeddings become
+            the node features; without it, the graph alone.
+        text_column (`str`, *optional*, defaults to `"title"`): the node text embedded.
+        image_column (`str`, *optional*, defaults to `"image"`): the node image embedded.
+        batch_size (`int`, *optional*, defaults to 64): nodes per embedding batch.
+        num_workers (`int`, *optional*, defaults to 0): data workers that decode the images.
+        max_text_length (`int`, *optional*): tokens per text; default: the tokenizer's.
+        device (`str | torch.device`, *optional*): where to embed; default: CUDA when there is one.
+
+    Returns:
+        torch_geometric.data.Data: `edge_index` `(2, 2E)`, `edge_weight` `(2E,)`, `y` `(N,)`, the three masks
+            `(N,)`, `node_id` `(N,)`, and with `model` `x_image`, `x_text` and `x`.
+
+    Example:
+
+    ```python
+    from slip_hf.data import load_copurchase_graph
+    from slip_hf.interop import neighbor_loader, pyg_graph
+
+    data = pyg_graph(load_copurchase_graph("you/amazon-copurchase-mm", "electronics"), "you/slip-electronics")
+    loader = neighbor_loader(data, num_neighbors=[10, 5], batch_size=128, input_nodes=data.train_mask)
+    ```
+    """
     from ..embedding import load_dual_encoder
     from ..evaluation.runner import EvaluationConfig, embed_split
 
@@ -120,7 +146,16 @@ def _sample_entries(starts: np.ndarray, ends: np.ndarray, fanout: int) -> tuple[
 
 def neighbor_loader(data, num_neighbors: list[int], **kwargs):
     """`torch_geometric.loader.NeighborLoader(data, num_neighbors, **kwargs)`, with [`CSRNeighborSampler`] where
-    PyG has no compiled sampler (pyg-lib, torch-sparse)."""
+    PyG has no compiled sampler (pyg-lib, torch-sparse).
+
+    Args:
+        data (`torch_geometric.data.Data`): the graph, e.g. [`pyg_graph`]'s.
+        num_neighbors (`list[int]`): neighbours sampled per node at each hop (`[10, 5]`: two hops).
+        **kwargs (`Any`): passed to `NeighborLoader` (`batch_size`, `input_nodes`, `shuffle`, `replace`, ...).
+
+    Returns:
+        torch_geometric.loader.NeighborLoader: mini-batches of sampled subgraphs around the input nodes.
+    """
     from torch_geometric.loader import NeighborLoader
 
     if not _has_compiled_sampler() and "neighbor_sampler" not in kwargs:
