@@ -319,3 +319,14 @@ def test_every_public_name_documents_each_argument_and_what_it_returns():
             if not says:
                 gaps.append(f"{name}: does not say what it returns")
     assert not gaps, "\n".join(gaps)
+
+
+@pytest.mark.parametrize("module", ["slip_hf.losses", "slip_hf.viewed_image", "slip_hf.pixels"])
+def test_docstring_examples_that_need_no_hub_run(module):
+    """The `>>>` examples of the API pages that need neither a Hub checkpoint nor a user's files print what they
+    show (doctest); the others name a Hub model or a run folder, as the guides' blocks do, which run above."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), report=True)
+    assert result.attempted > 0 and result.failed == 0

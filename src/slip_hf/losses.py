@@ -158,6 +158,7 @@ def weighted_total_loss(parts: Mapping[str, torch.Tensor | None], weights: Mappi
     >>> weighted_total_loss({"clip": torch.tensor(2.0), "graph": torch.tensor(1.0), "aux": None},
     ...                     {"clip": 1.0, "graph": 0.05, "aux": 0.1})
     tensor(2.0500)
+
     ```
     """
     total = None

@@ -101,9 +101,13 @@ class PixelPipeline:
     Example:
 
     ```python
+    >>> from PIL import Image
     >>> from transformers import CLIPImageProcessor
     >>> pipeline = PixelPipeline.from_image_processor(CLIPImageProcessor())
-    >>> pixel_values = pipeline(torch.stack([decode_image("cut-out.png")]))   # (1, 3, 224, 224) float32
+    >>> photo = Image.new("RGBA", (320, 240), (200, 30, 30, 255))   # any size, mode or orientation
+    >>> pipeline([decode_image(photo)]).shape                         # CLIP's 224 x 224, float32
+    torch.Size([1, 3, 224, 224])
+
     ```
     """
 

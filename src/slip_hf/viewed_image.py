@@ -151,6 +151,7 @@ def viewed_image(image: Any, background: Sequence[int] = WHITE) -> tuple[Image.I
     >>> rgb, fixes = viewed_image(cut_out)
     >>> rgb.getpixel((0, 0)), sorted(fixes)
     ((255, 255, 255), ['transparency_flattened'])
+
     ```
     """
     image = open_image(image)
