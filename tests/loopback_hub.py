@@ -11,6 +11,8 @@ from pathlib import Path
 from slip_hf.data.amazon_raw import HUB_REPO_ID
 
 PREFIX = f"/datasets/{HUB_REPO_ID}/resolve/main/"
+SMALL_RAW = {"num_bundles": 8, "shoppers_per_bundle": 200, "image_size": 16, "seed": 5}
+"""`generate_synthetic_raw` settings of a small release: the raw files the stand-in serves, or a reader's local ones."""
 
 
 @contextlib.contextmanager

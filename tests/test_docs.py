@@ -120,7 +120,7 @@ SMALL = {  # what each documented command gets so that it takes seconds here; a 
     "build-dataset": {"--image_size": ["16"], "--min_class_size": ["3"], "--allow_local_files": [], "--on_bad_lines": ["skip"]},
 }
 SMALL["ablate"] = {**SMALL["train"], "--max_steps": ["1"], "--seeds": ["0"], "--batch_sizes": ["16", "32"]}
-MODEL_AND_DATA = ["--model_name_or_path", "openai/clip-vit-base-patch16", "--dataset_name", "you/amazon-copurchase-mm"]
+MODEL_AND_DATA = {"--model_name_or_path": "openai/clip-vit-base-patch16", "--dataset_name": "you/amazon-copurchase-mm"}
 """What a recipe names (the Hub's CLIP and dataset) and the command line does not: given, then replaced by stand-ins."""
 READS = {"--model_name_or_path", "--dataset_name", "--model", "--dataset", "--model_dir", "--dataset_dir", "--clip_t_model"}
 """Flags whose values are read: a Hub id or a folder the reader would have, when the block has not made it here."""
@@ -179,13 +179,14 @@ def _stand_ins_for_reads(argv: list[str], stand_ins: dict[str, str], work: Path)
 
 def _prepare_inputs(argv: list[str], work: Path, dataset: str) -> None:
     """Make the files a command names that a reader brings (their raw files, their papers, an ARO folder)."""
+    from loopback_hub import SMALL_RAW
     from sample_papers import write_papers
 
     from slip_hf.data import generate_synthetic_raw
     from slip_hf.data.structure_benchmark import write_product_structure_benchmark
 
     if {"--raw-dir", "--raw_dir"} & set(argv) and not (work / "raw").exists():
-        generate_synthetic_raw(work / "raw", num_bundles=8, shoppers_per_bundle=200, image_size=16, seed=5)
+        generate_synthetic_raw(work / "raw", **SMALL_RAW)
     if "papers.csv" in argv and not (work / "papers.csv").exists():
         write_papers(work)
     if "--aro_dir" in argv and not (work / argv[argv.index("--aro_dir") + 1]).exists():
@@ -208,11 +209,11 @@ def _run(command: Command, work: Path, tmp_path: Path) -> None:
     elif name == "serve":
         _serve_until_it_answers(argv, work, tmp_path)
     elif name == "build-dataset" and not {"--raw-dir", "--raw_dir"} & set(argv):  # the raw files come from the Hub
-        from loopback_hub import serve_raw_files
+        from loopback_hub import SMALL_RAW, serve_raw_files
 
         from slip_hf.data import generate_synthetic_raw
 
-        generate_synthetic_raw(tmp_path / "hub-raw", num_bundles=8, shoppers_per_bundle=200, image_size=16, seed=5)
+        generate_synthetic_raw(tmp_path / "hub-raw", **SMALL_RAW)
         with serve_raw_files(tmp_path / "hub-raw") as (endpoint, _, _):
             env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home")}
             done = subprocess.run([sys.executable, "-m", "slip_hf.cli", name, *argv], cwd=work, env=env, capture_output=True,
@@ -268,8 +269,7 @@ def test_shell_block_runs(block, stand_ins, fake_hub, tmp_path, monkeypatch):
     for command in _commands(block.code):
         argv = command.argv
         if argv[0] in ("train", "ablate"):
-            given = [flag for flag in ("--model_name_or_path", "--dataset_name") if flag in argv]
-            argv = argv + [word for flag, value in zip(MODEL_AND_DATA[::2], MODEL_AND_DATA[1::2]) if flag not in given for word in (flag, value)]
+            argv = argv + [word for flag, value in MODEL_AND_DATA.items() if flag not in argv for word in (flag, value)]
         if argv[1:] != ["--help"]:
             argv = _with(argv, SMALL.get(argv[0], {}))
         argv = _stand_ins_for_reads(argv, names, work)

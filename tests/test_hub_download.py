@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from loopback_hub import PREFIX, serve_raw_files
+from loopback_hub import PREFIX, SMALL_RAW, serve_raw_files
 
 from slip_hf.data import generate_synthetic_raw
 
@@ -16,7 +16,7 @@ from slip_hf.data import generate_synthetic_raw
 @pytest.fixture
 def hub(tmp_path):
     """A stand-in Hub serving the generated raw files under the release's paths; records every request."""
-    generate_synthetic_raw(tmp_path / "raw", num_bundles=8, shoppers_per_bundle=200, image_size=16, seed=5)
+    generate_synthetic_raw(tmp_path / "raw", **SMALL_RAW)
     with serve_raw_files(tmp_path / "raw") as served:
         yield served
 

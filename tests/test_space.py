@@ -308,7 +308,6 @@ def test_a_scaled_catalogue_is_embedded_once_then_started_from_the_cache(graph_d
 
 def _space_load(tmp_path, *arguments: str) -> tuple[dict, str]:
     """Run benchmarks/space_load.py; its JSON report and what it printed."""
-    import json
     import subprocess
     import sys
 

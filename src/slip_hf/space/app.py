@@ -138,9 +138,9 @@ def build_space(
         title: the page's heading and browser title.
         concurrency: searches served at once (Gradio's `default_concurrency_limit`).
         threads_per_search: torch's intra-op threads for this process (`torch.set_num_threads`), or `None` to
-            leave them. Searches run side by side, so each is best served by one thread: `slip-hf serve` and the
-            Space pass 1 (on 2 cores, 16 visitors: 25 searches/s against 19 with torch's default of one thread
-            per core, whose idle threads spin on the core the other searches need).
+            leave them. Searches run side by side, so each gets one thread: `slip-hf serve` and the Space pass 1
+            (on 2 cores, 16 visitors, median of runs: 15.8 page searches/s against 14.7 with torch's default of a
+            thread per core, and 25.7 API searches/s against 24.3: a small gain, within the runs' spread).
     """
     import gradio as gr
 

@@ -38,6 +38,13 @@ def _read_listing(path: Path) -> list[str] | None:
     return names if isinstance(names, list) and all(isinstance(name, str) for name in names) else None
 
 
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write `data` under a temporary name and rename it to `path`: a reader never finds half a file there."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
 class Catalog:
     """Items of a dataset split (`"all"`: every split) in row order, and the co-purchase edges between them.
 
@@ -95,14 +102,11 @@ class Catalog:
         folder = Path(cache_dir) / f"images-{self.items._fingerprint}"
         listing = folder / "files.json"
         names = _read_listing(listing)
-        if names is not None and len(names) == len(self) and set(names) <= {entry.name for entry in os.scandir(folder)}:
-            self._image_files = [str(folder / name) for name in names]
-            return folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self._image_files = [str(folder / name) for name in self._write_images(folder)]
-        temporary = listing.with_name(f".{listing.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps([Path(path).name for path in self._image_files]))
-        os.replace(temporary, listing)
+        if names is None or len(names) != len(self) or not set(names) <= {entry.name for entry in os.scandir(folder)}:
+            folder.mkdir(parents=True, exist_ok=True)
+            names = self._write_images(folder)
+            _write_whole(listing, json.dumps(names).encode())
+        self._image_files = [str(folder / name) for name in names]
         return folder
 
     def _write_images(self, folder: Path) -> list[str]:
@@ -119,9 +123,7 @@ class Catalog:
                 suffix = (image.format or "jpeg").lower().replace("jpeg", "jpg")
             path = folder / f"{row['node_id']}.{suffix}"
             if not path.is_file():
-                temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                temporary.write_bytes(data)
-                os.replace(temporary, path)
+                _write_whole(path, data)
             names.append(path.name)
         return names
 
