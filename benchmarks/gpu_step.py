@@ -7,12 +7,14 @@ the achieved TFLOP/s, MFU against a peak this script measures itself (one large 
 on a CPU), peak memory, and the ratio to CLIP on the same batches. The methods are stepped interleaved, one
 after the other on each batch, so that clock drift hits all of them alike.
 
-The model is ViT-B/16 CLIP (vision 12 x 768 at 224 px, text 12 x 512 with 77 tokens, random weights), in bf16
-autocast with fused AdamW on a GPU; SLIP adds the paper's head (GAT 2 x 512 x 4, fusion, aux classifier, three
+The model is ViT-B/16 CLIP (vision 12 x 768 at 224 px, text 12 x 512 with 77 tokens, random weights), or with
+`--backbone siglip` SigLIP B/16 (vision 12 x 768 at 224 px, text 12 x 768 with 64 tokens, its sigmoid loss), in bf16
+autocast with fused AdamW on a GPU; the baseline row is the dual encoder alone with its own loss; SLIP adds the paper's head (GAT 2 x 512 x 4, fusion, aux classifier, three
 losses) on graph-aware batches from a power-law graph. Pixels and tokens are made on the device, so the step is
 measured without the input pipeline (`benchmarks/input_pipeline.py` measures that).
 
     python benchmarks/gpu_step.py --batch 256 512                     # one GPU
+    python benchmarks/gpu_step.py --batch 256 512 --backbone siglip   # SLIP on SigLIP against SigLIP
     python benchmarks/gpu_step.py --batch 1024 --ckpt                 # gradient checkpointing
     python benchmarks/gpu_step.py --batch 512 --compile --attn sdpa   # torch.compile
     python benchmarks/gpu_step.py --tiny                              # a tiny CLIP on the CPU, in seconds (CI)
@@ -30,7 +32,7 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from transformers import CLIPConfig
+from transformers import CLIPConfig, PreTrainedConfig, SiglipConfig
 from transformers.utils import logging as hf_logging
 
 from slip_hf import SlipConfig, SlipModel
@@ -50,8 +52,20 @@ _WORDS = ("black", "red", "usb-c", "wireless", "charger", "case", "stand", "cabl
           "magnetic", "screen", "protector", "tempered", "glass", "with", "blue", "mount")
 
 
-def clip_config(tiny: bool) -> tuple[CLIPConfig, int, int]:
-    """`(config, image size, tokens)`: ViT-B/16 CLIP, or a tiny one for the CPU."""
+BASELINE_NAMES = {"clip": "CLIP", "siglip": "SigLIP"}
+"""How the tables name the "CLIP" method (the dual encoder alone) for each backbone."""
+
+
+def dual_encoder_config(tiny: bool, backbone: str) -> tuple[PreTrainedConfig, int, int]:
+    """`(config, image size, tokens)` of `backbone`: ViT-B/16-sized, or a tiny one for the CPU."""
+    if backbone == "siglip":
+        if tiny:
+            tower = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2}
+            return SiglipConfig(text_config={**tower, "vocab_size": 4096, "max_position_embeddings": 16},
+                                vision_config={**tower, "image_size": 32, "patch_size": 8}), 32, 16
+        tower = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+        return SiglipConfig(text_config={**tower, "vocab_size": 32000, "max_position_embeddings": 64},
+                            vision_config={**tower, "image_size": 224, "patch_size": 16}), 224, 64
     if tiny:
         tower = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2}
         return CLIPConfig(text_config={**tower, "vocab_size": 4096, "max_position_embeddings": 16},
@@ -84,12 +98,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_models(args, config: CLIPConfig, device) -> dict[str, SlipModel]:
-    """One model per method, all with the same CLIP weights (the towers are made first, from the same seed)."""
+def build_models(args, config: PreTrainedConfig, device) -> dict[str, SlipModel]:
+    """One model per method, all with the same dual-encoder weights (the towers are made first, from the same seed).
+    On SigLIP, StructXLIP runs without its local loss, which needs CLIP's token projections."""
     models = {}
     for name in args.methods:
         torch.manual_seed(0)
         changes = {"num_labels": 20, "graph_hidden_size": 64 if args.tiny else 512, **METHODS[name]}
+        if args.backbone == "siglip":
+            changes.pop("lambda_structxlip_local", None)
         model = SlipModel(SlipConfig(clip_config=config.to_dict(), **changes))
         model.clip.set_attn_implementation(ATTENTION[args.attn])
         if args.ckpt:
@@ -155,19 +172,21 @@ def count_flops(step) -> int:
 
 def run(args) -> list[dict]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    config, image_size, tokens = clip_config(args.tiny)
+    config, image_size, tokens = dual_encoder_config(args.tiny, args.backbone)
     generator = torch.Generator().manual_seed(0)
-    tokenizer = train_toy_tokenizer([" ".join(_WORDS[i::3]) for i in range(60)] * 5, vocab_size=512, max_length=tokens)
+    tokenizer = train_toy_tokenizer([" ".join(_WORDS[i::3]) for i in range(60)] * 5, vocab_size=512, max_length=tokens,
+                                    family=args.backbone)
     config.text_config.vocab_size = max(config.text_config.vocab_size, len(tokenizer))
     config.text_config.bos_token_id, config.text_config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    image_processor = toy_image_processor(image_size)
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    image_processor = toy_image_processor(image_size, args.backbone)
     edges = power_law_edges(args.graph_nodes, args.graph_nodes * 20, exponent=2.5, seed=0)
     graph = NodeGraph.from_edges(edges[0], edges[1], args.graph_nodes)
     peak, peak_how = measured_peak(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and not args.fp32 else nullcontext()
     rows_table = []
     print(f"# {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}: peak {peak / 1e12:.1f} TFLOP/s "
-          f"({peak_how}); {'tiny CLIP' if args.tiny else 'ViT-B/16 CLIP'}, attention {args.attn}, "
+          f"({peak_how}); {'tiny' if args.tiny else 'ViT-B/16'} {BASELINE_NAMES[args.backbone]}, attention {args.attn}, "
           f"{'checkpointing' if args.ckpt else 'no checkpointing'}, {'compiled' if args.compile else 'eager'}, "
           f"{'float32' if args.fp32 or device.type != 'cuda' else 'bf16 autocast'}, "
           f"{'deduplicating edges' if args.no_simple_edges else 'collator edges'}")
@@ -218,9 +237,12 @@ def run(args) -> list[dict]:
         del models, compiled, optimizers
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print("| method | batch | samples/s | step (ms) | GFLOP/sample | TFLOP/s | MFU | peak GiB | step / CLIP's |")
+    baseline = BASELINE_NAMES[args.backbone]
+    print(f"| method | batch | samples/s | step (ms) | GFLOP/sample | TFLOP/s | MFU | peak GiB | step / {baseline}'s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows_table:
+        row["method"] = row["method"].replace("CLIP", baseline) if row["method"] == "CLIP" else row["method"]
+        row["backbone"] = args.backbone
         memory_cell = f"{row['peak_gib']:.1f}" if row["peak_gib"] is not None else "-"
         ratio = f"{row['vs_clip']:.3f}" if row["vs_clip"] is not None else "-"
         print(f"| {row['method']} | {row['batch']} | {row['samples_per_s']:,.0f} | {row['step_ms']:.1f} | "
@@ -232,6 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default: 256 512; --tiny: 16)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--backbone", choices=list(BASELINE_NAMES), default="clip",
+                        help="the dual encoder: ViT-B/16 CLIP (default) or SigLIP B/16 with its sigmoid loss")
     parser.add_argument("--ckpt", action="store_true", help="gradient checkpointing of the towers")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--attn", choices=list(ATTENTION), default="sdpa", help="attention of the towers (default: sdpa)")

@@ -100,11 +100,11 @@ def graph_dataset_dir(tmp_path_factory):
 def tiny_clip_checkpoint(tmp_path_factory, graph_dataset_dir):
     """A random tiny CLIP saved like a hub checkpoint (weights, tokenizer, image processor)."""
     from slip_hf.data import load_config
-    from slip_hf.toy import write_tiny_clip_checkpoint
+    from slip_hf.toy import write_tiny_checkpoint
 
     titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
     directory = tmp_path_factory.mktemp("tiny_clip")
-    return write_tiny_clip_checkpoint(str(directory), titles, image_size=IMAGE_SIZE, hidden_size=32, num_layers=1,
+    return write_tiny_checkpoint(str(directory), titles, image_size=IMAGE_SIZE, hidden_size=32, num_layers=1,
                                       projection_dim=16, vocab_size=300, max_length=24)
 
 
@@ -113,11 +113,28 @@ def recipe_clip(graph_dataset_dir, tmp_path_factory):
     """A tiny random CLIP with CLIP's 77 text positions, so that recipes keep their own text lengths (and transformers'
     pipelines their prompt templates)."""
     from slip_hf.data import load_config
-    from slip_hf.toy import write_tiny_clip_checkpoint
+    from slip_hf.toy import write_tiny_checkpoint
 
     titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
-    return write_tiny_clip_checkpoint(str(tmp_path_factory.mktemp("recipe_clip")), titles, image_size=16, hidden_size=32,
+    return write_tiny_checkpoint(str(tmp_path_factory.mktemp("recipe_clip")), titles, image_size=16, hidden_size=32,
                                       num_layers=1, projection_dim=16, vocab_size=300, max_length=77)
+
+
+@pytest.fixture(scope="session")
+def recipe_siglip(graph_dataset_dir, tmp_path_factory):
+    """A tiny random SigLIP with SigLIP's conventions (64 text positions, texts padded to them, its image processor,
+    its starting temperature and bias): the stand-in of SigLIP and SigLIP 2 checkpoints."""
+    from slip_hf.data import load_config
+    from slip_hf.toy import write_tiny_checkpoint
+
+    titles = load_config(graph_dataset_dir, "electronics", split="train")["title"]
+    return write_tiny_checkpoint(str(tmp_path_factory.mktemp("recipe_siglip")), titles, image_size=16, hidden_size=32,
+                                 num_layers=1, vocab_size=300, max_length=64, family="siglip")
+
+
+def stand_in_for(model_name_or_path: str, request) -> str:
+    """The tiny local model that stands in for a recipe's Hub model: SigLIP's for a SigLIP, CLIP's otherwise."""
+    return request.getfixturevalue("recipe_siglip" if "siglip" in model_name_or_path else "recipe_clip")
 
 
 @pytest.fixture

@@ -21,3 +21,15 @@ def test_gpu_step_benchmark_runs_tiny_on_the_cpu(tmp_path):
     assert rows["SLIP"]["gflop_per_sample"] >= rows["CLIP"]["gflop_per_sample"]
     assert rows["SLIP + Structure-CLIP"]["gflop_per_sample"] > rows["SLIP"]["gflop_per_sample"]
     assert "| SLIP + StructXLIP | 16 |" in done.stdout and "MFU" in done.stdout
+
+
+def test_gpu_step_benchmark_runs_tiny_siglip_with_its_baseline_named(tmp_path):
+    out = tmp_path / "rows.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--tiny", "--backbone", "siglip",
+                           "--methods", "CLIP", "SLIP", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["method"]: row for row in json.loads(out.read_text())}
+    assert list(rows) == ["SigLIP", "SLIP"] and all(row["backbone"] == "siglip" for row in rows.values())
+    assert rows["SigLIP"]["vs_clip"] == 1.0 and rows["SLIP"]["gflop_per_sample"] >= rows["SigLIP"]["gflop_per_sample"]
+    assert "step / SigLIP's" in done.stdout and "tiny SigLIP" in done.stdout

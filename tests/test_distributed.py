@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
-from transformers import CLIPConfig
+from transformers import CLIPConfig, SiglipConfig
 
 from slip_hf import SlipConfig, SlipModel
 from slip_hf.distributed import GlobalBatch
@@ -30,26 +30,38 @@ CASES = {
     "structxlip": dict(hops=1, gather_with_grad=True, local_loss=True, structxlip=True),
     "structxlip_full_rows": dict(hops=1, gather_with_grad=True, local_loss=False, structxlip=True),
     "all_methods": dict(hops=1, gather_with_grad=True, local_loss=True, structxlip=True, structure_clip=True),
+    # SigLIP: its sigmoid loss over the global batch, with the structural loss in either form
+    "siglip": dict(hops=1, gather_with_grad=True, local_loss=True, family="siglip"),
+    "siglip_full_rows": dict(hops=1, gather_with_grad=True, local_loss=False, family="siglip"),
+    "siglip_sigmoid_graph": dict(hops=2, gather_with_grad=True, local_loss=True, family="siglip", graph_loss_form="sigmoid"),
+    "clip_sigmoid_graph": dict(hops=1, gather_with_grad=True, local_loss=True, graph_loss_form="sigmoid"),
 }
+MODEL_KEYS = ("hops", "structxlip", "structure_clip", "family", "graph_loss_form")
 STRUCTXLIP_PARTS = ("loss_structxlip_global", "loss_structxlip_local", "loss_structxlip_consistency")
 STRUCTURE_CLIP_PARTS = ("loss_structure_clip_margin", "loss_structure_clip_hinge", "loss_structure_clip_negclip")
 
 
-def _model(hops: int, structxlip: bool = False, structure_clip: bool = False) -> SlipModel:
+def _model(hops: int, structxlip: bool = False, structure_clip: bool = False, family: str = "clip",
+           graph_loss_form: str = "infonce") -> SlipModel:
     tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-    clip = CLIPConfig(
-        text_config={**tower, "vocab_size": 64, "max_position_embeddings": 8, "bos_token_id": 0, "eos_token_id": 1},
-        vision_config={**tower, "image_size": 8, "patch_size": 4},
-        projection_dim=16,
-    )
+    text = {**tower, "vocab_size": 64, "max_position_embeddings": 8, "bos_token_id": 0, "eos_token_id": 1}
+    if family == "siglip":
+        clip = SiglipConfig(text_config=text, vision_config={**tower, "image_size": 8, "patch_size": 4})
+    else:
+        clip = CLIPConfig(text_config=text, vision_config={**tower, "image_size": 8, "patch_size": 4}, projection_dim=16)
     config = SlipConfig(clip_config=clip, graph_hidden_size=16, graph_num_heads=2, graph_dropout=0.0, num_labels=3,
-                        hops=hops, lambda_graph=0.5, lambda_aux=0.3,
+                        hops=hops, lambda_graph=0.5, lambda_aux=0.3, graph_loss_form=graph_loss_form,
                         **({"lambda_structxlip_global": 0.5, "lambda_structxlip_local": 0.2,
                             "lambda_structxlip_consistency": 0.1} if structxlip else {}),
                         **({"lambda_structure_clip_margin": 1.0, "lambda_structure_clip_hinge": 0.5,
                             "lambda_structure_clip_negclip": 0.3} if structure_clip else {}))
     torch.manual_seed(0)
-    return SlipModel(config)
+    model = SlipModel(config)
+    if family == "siglip":  # SigLIP's own starting temperature and bias (transformers initialises both at 0)
+        with torch.no_grad():
+            model.clip.logit_scale.fill_(2.3)
+            model.clip.logit_bias.fill_(-10.0)
+    return model
 
 
 def _batch(structxlip: bool = False, structure_clip: bool = False) -> dict[str, torch.Tensor]:
@@ -99,7 +111,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
     for name, case in CASES.items():
         methods = (case.get("structxlip", False), case.get("structure_clip", False))
-        model = DistributedDataParallel(_model(case["hops"], *methods))
+        model = DistributedDataParallel(_model(**{key: case[key] for key in MODEL_KEYS if key in case}))
         local = {key: value[rows] for key, value in _batch(*methods).items()}
         global_batch = GlobalBatch(GLOBAL_EDGES, gather_with_grad=case["gather_with_grad"], local_loss=case["local_loss"])
         output = model(**local, labels=LABELS[rows], return_loss=True, global_batch=global_batch)
@@ -129,8 +141,8 @@ def two_process_results(tmp_path_factory):
     return {name: load_file(str(out_dir / f"{name}.safetensors")) for name in CASES}
 
 
-def _single_process(hops: int, structxlip: bool = False, structure_clip: bool = False) -> tuple[dict, dict]:
-    model = _model(hops, structxlip, structure_clip)
+def _single_process(hops: int, structxlip: bool = False, structure_clip: bool = False, **model_kwargs) -> tuple[dict, dict]:
+    model = _model(hops, structxlip, structure_clip, **model_kwargs)
     output = model(**_batch(structxlip, structure_clip), edge_index=GLOBAL_EDGES, labels=LABELS, return_loss=True)
     output.loss.backward()
     grads = {f"grad.{n}": p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -147,9 +159,10 @@ def _close(result: torch.Tensor, expected: torch.Tensor) -> bool:
     return bool((result - expected).abs().max() <= 1e-5 * expected.abs().max() + 1e-6)
 
 
-@pytest.mark.parametrize("case", ["hops1", "hops2", "full_rows", "structxlip", "structxlip_full_rows", "all_methods"])
+@pytest.mark.parametrize("case", ["hops1", "hops2", "full_rows", "structxlip", "structxlip_full_rows", "all_methods",
+                                  "siglip", "siglip_full_rows", "siglip_sigmoid_graph", "clip_sigmoid_graph"])
 def test_two_processes_equal_one_process_on_the_global_batch(two_process_results, case):
-    grads, parts = _single_process(CASES[case]["hops"], CASES[case].get("structxlip", False), CASES[case].get("structure_clip", False))
+    grads, parts = _single_process(**{key: CASES[case][key] for key in MODEL_KEYS if key in CASES[case]})
     result = two_process_results[case]
     assert set(parts) == set(result) - {k for k in result if k.startswith("grad.")}
     if CASES[case].get("structxlip"):

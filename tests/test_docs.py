@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -68,7 +69,7 @@ def test_at_most_one_block_in_five_is_not_run_and_each_says_why():
 
 # -- python blocks ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def stand_ins(graph_dataset_dir, recipe_clip, tmp_path_factory) -> dict[str, str]:
+def stand_ins(graph_dataset_dir, recipe_clip, recipe_siglip, tmp_path_factory) -> dict[str, str]:
     """What each Hub id or run folder named in the docs is replaced with."""
     from slip_hf.experiment import parse_arguments, run_experiment
     from slip_hf.interop import export_clip
@@ -84,6 +85,7 @@ def stand_ins(graph_dataset_dir, recipe_clip, tmp_path_factory) -> dict[str, str
     return {  # longest first: one name can hold another
         "slip-electronics-clip": str(clip), "runs/slip-electronics": str(slip), "you/slip-electronics": str(slip),
         "you/amazon-copurchase-mm": str(graph_dataset_dir), "openai/clip-vit-base-patch16": clip77,
+        "google/siglip2-base-patch16-224": recipe_siglip,
     }
 
 
@@ -121,7 +123,8 @@ SMALL = {  # what each documented command gets so that it takes seconds here; a 
 }
 SMALL["ablate"] = {**SMALL["train"], "--max_steps": ["1"], "--seeds": ["0"], "--batch_sizes": ["16", "32"]}
 MODEL_AND_DATA = {"--model_name_or_path": "openai/clip-vit-base-patch16", "--dataset_name": "you/amazon-copurchase-mm"}
-"""What a recipe names (the Hub's CLIP and dataset) and the command line does not: given, then replaced by stand-ins."""
+"""What a recipe names (the Hub's model and dataset) and the command line does not: given, then replaced by stand-ins
+(the recipe's own model where it has a stand-in: SigLIP 2 for the SigLIP recipe)."""
 READS = {"--model_name_or_path", "--dataset_name", "--model", "--dataset", "--model_dir", "--dataset_dir", "--clip_t_model"}
 """Flags whose values are read: a Hub id or a folder the reader would have, when the block has not made it here."""
 
@@ -269,7 +272,11 @@ def test_shell_block_runs(block, stand_ins, fake_hub, tmp_path, monkeypatch):
     for command in _commands(block.code):
         argv = command.argv
         if argv[0] in ("train", "ablate"):
-            argv = argv + [word for flag, value in MODEL_AND_DATA.items() if flag not in argv for word in (flag, value)]
+            given = dict(MODEL_AND_DATA)
+            recipe = next((ROOT / word for word in argv[1:] if word.endswith(".yaml") and (ROOT / word).is_file()), None)
+            if recipe is not None and yaml.safe_load(recipe.read_text()).get("model_name_or_path") in names:
+                given["--model_name_or_path"] = yaml.safe_load(recipe.read_text())["model_name_or_path"]
+            argv = argv + [word for flag, value in given.items() if flag not in argv for word in (flag, value)]
         if argv[1:] != ["--help"]:
             argv = _with(argv, SMALL.get(argv[0], {}))
         argv = _stand_ins_for_reads(argv, names, work)

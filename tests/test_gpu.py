@@ -46,6 +46,20 @@ def test_training_on_cuda_with_bf16_workers_and_the_tensor_path(graph_dataset_di
     assert json.loads((tmp_path / "run_config.json").read_text())["training"]["bf16"] is True
 
 
+def test_slip_on_siglip_trains_on_cuda_with_bf16(graph_dataset_dir, recipe_siglip, tmp_path):
+    from slip_hf.experiment import parse_arguments, run_experiment
+
+    args = parse_arguments([
+        "--model_name_or_path", recipe_siglip, "--dataset_name", str(graph_dataset_dir), "--output_dir", str(tmp_path),
+        "--max_steps", "4", "--per_device_train_batch_size", "32", "--graph_hidden_size", "32", "--bf16", "True",
+        "--dataloader_num_workers", "2", "--few_shot", "1", "--logging_steps", "1", "--report_to", "none",
+        "--disable_tqdm", "True", "--plots", "False",
+    ])
+    results = run_experiment(*args)
+    logged = [entry for entry in results["log_history"] if "loss" in entry]
+    assert len(logged) == 4 and all(torch.isfinite(torch.tensor(entry["loss_clip"])) for entry in logged)
+    assert 0 < results["test"]["retrieval"]["mrr"] <= 1
+
 def test_gpu_loss_of_a_fixed_batch_equals_the_cpus_to_bf16_tolerance(slip_config, model_inputs, cuda):
     from slip_hf import SlipModel
 

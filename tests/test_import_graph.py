@@ -48,14 +48,14 @@ def test_an_imported_graph_trains_through_run_slip(papers, tmp_path):
     from pathlib import Path
 
     from slip_hf.data.import_graph import ImportConfig, import_graph
-    from slip_hf.toy import write_tiny_clip_checkpoint
+    from slip_hf.toy import write_tiny_checkpoint
 
     out = tmp_path / "papers-mm"
     import_graph(ImportConfig(nodes=str(papers / "papers.csv"), edges=str(papers / "citations.jsonl"), out_dir=str(out),
                               id_column="paper", text_column="title", image_column="figure", label_column="field",
                               src_column="citing", dst_column="cited", image_size=16))
     titles = load_copurchase_graph(out, "graph").nodes["train"]["title"]
-    clip = write_tiny_clip_checkpoint(str(tmp_path / "clip"), titles, image_size=16, hidden_size=32, num_layers=1,
+    clip = write_tiny_checkpoint(str(tmp_path / "clip"), titles, image_size=16, hidden_size=32, num_layers=1,
                                       projection_dim=16, vocab_size=200, max_length=24)
     spec = importlib.util.spec_from_file_location("run_slip", Path(__file__).resolve().parents[1] / "training" / "run_slip.py")
     module = importlib.util.module_from_spec(spec)

@@ -132,7 +132,7 @@ def test_export_of_what_is_not_a_slip_or_clip_model_is_one_line(tmp_path, capsys
     BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)).save_pretrained(tmp_path / "bert")
     assert cli_main(["export", "--model_dir", str(tmp_path / "bert"), "--out_dir", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "holds a `bert` model: only SLIP and CLIP checkpoints have CLIP towers to export" in error
+    assert error.count("\n") == 0 and "holds a `bert` model: only SLIP checkpoints and dual encoders of the supported families" in error
     assert cli_main(["export", "--model_dir", str(tmp_path / "missing"), "--out_dir", str(tmp_path / "out")]) == 2
     assert "no such folder" in capsys.readouterr().err
 

@@ -1,23 +1,37 @@
 import pytest
-from transformers import CLIPConfig, Trainer
+from transformers import CLIPConfig, SiglipConfig, Trainer
 
 from slip_hf import SlipConfig, SlipModel
 from slip_hf.optimization import clip_layer_depth, slip_parameter_groups
 
 
-def _vit_b16_sized_depths():
+def _vit_b16_sized_config(family="clip"):
     # ViT-B/16 has 12 layers per tower: embeddings = 13 levels below the top
-    return 12, 12
+    towers = {"text_config": {"num_hidden_layers": 12}, "vision_config": {"num_hidden_layers": 12}}
+    if family == "siglip":
+        return SlipConfig(clip_config=SiglipConfig(**towers))
+    return SlipConfig(clip_config=CLIPConfig(**towers))
 
 
 def test_layer_depths_of_clip_parameters():
-    text, vision = _vit_b16_sized_depths()
-    assert clip_layer_depth("clip.text_model.embeddings.token_embedding.weight", text, vision) == (0, 13)
-    assert clip_layer_depth("clip.vision_model.pre_layrnorm.weight", text, vision) == (0, 13)
-    assert clip_layer_depth("clip.vision_model.encoder.layers.0.mlp.fc1.weight", text, vision) == (1, 13)
-    assert clip_layer_depth("clip.text_model.encoder.layers.11.mlp.fc1.weight", text, vision) == (12, 13)
-    assert clip_layer_depth("clip.text_projection.weight", text, vision) == (13, 13)
-    assert clip_layer_depth("clip.logit_scale", text, vision) == (13, 13)
+    config = _vit_b16_sized_config()
+    assert clip_layer_depth("clip.text_model.embeddings.token_embedding.weight", config) == (0, 13)
+    assert clip_layer_depth("clip.vision_model.pre_layrnorm.weight", config) == (0, 13)
+    assert clip_layer_depth("clip.vision_model.encoder.layers.0.mlp.fc1.weight", config) == (1, 13)
+    assert clip_layer_depth("clip.text_model.encoder.layers.11.mlp.fc1.weight", config) == (12, 13)
+    assert clip_layer_depth("clip.text_projection.weight", config) == (13, 13)
+    assert clip_layer_depth("clip.logit_scale", config) == (13, 13)
+
+
+def test_layer_depths_of_siglip_parameters():
+    config = _vit_b16_sized_config("siglip")
+    assert clip_layer_depth("clip.text_model.embeddings.token_embedding.weight", config) == (0, 13)
+    assert clip_layer_depth("clip.vision_model.embeddings.patch_embedding.weight", config) == (0, 13)
+    assert clip_layer_depth("clip.vision_model.encoder.layers.0.mlp.fc1.weight", config) == (1, 13)
+    assert clip_layer_depth("clip.text_model.encoder.layers.11.mlp.fc1.weight", config) == (12, 13)
+    assert clip_layer_depth("clip.text_model.head.weight", config) == (13, 13)  # SigLIP's text head: its projection
+    assert clip_layer_depth("clip.vision_model.head.probe", config) == (13, 13)  # the attention-pooling head
+    assert clip_layer_depth("clip.logit_bias", config) == (13, 13)
 
 
 def _model(num_layers=3):

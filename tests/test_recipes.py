@@ -24,6 +24,7 @@ from slip_hf.cli import main as cli_main
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "training" / "recipes").glob("*.yaml"))
 PAPER_RECIPE = ROOT / "training" / "recipes" / "slip_electronics_vitb16.yaml"
+SIGLIP_RECIPE = ROOT / "training" / "recipes" / "slip_electronics_siglip2_b16.yaml"
 OVERRIDDEN = {"model_name_or_path", "dataset_name", "output_dir", "max_steps", "use_cpu"}
 
 
@@ -68,9 +69,12 @@ def test_there_are_recipes_and_each_parses_with_the_values_it_states():
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
-def test_recipe_trains_evaluates_and_writes_its_outputs_as_written(recipe, recipe_clip, graph_dataset_dir, tmp_path):
+def test_recipe_trains_evaluates_and_writes_its_outputs_as_written(recipe, request, graph_dataset_dir, tmp_path):
+    from conftest import stand_in_for
+
     out = tmp_path / "run"
-    assert _run_slip_main()([str(recipe), *overrides(recipe, recipe_clip, graph_dataset_dir, out)]) == 0
+    model = stand_in_for(yaml.safe_load(recipe.read_text())["model_name_or_path"], request)
+    assert _run_slip_main()([str(recipe), *overrides(recipe, model, graph_dataset_dir, out)]) == 0
     values = yaml.safe_load(recipe.read_text())
     used = json.loads((out / "run_config.json").read_text())
     settings = {**used["model"], **used["data"], **used["training"]}
@@ -102,12 +106,16 @@ def test_ablate_batch_size_table_runs_the_paper_recipe_with_its_workers(recipe_c
     assert used["dataloader_num_workers"] == 8 and used["per_device_train_batch_size"] == 32
 
 
-def test_accelerate_launch_runs_the_paper_recipe_on_two_processes(recipe_clip, graph_dataset_dir, tmp_path):
+@pytest.mark.parametrize("recipe", [PAPER_RECIPE, SIGLIP_RECIPE], ids=["clip", "siglip2"])
+def test_accelerate_launch_runs_the_paper_recipe_on_two_processes(recipe, request, graph_dataset_dir, tmp_path):
+    from conftest import stand_in_for
+
     out = tmp_path / "launched"
+    model = stand_in_for(yaml.safe_load(recipe.read_text())["model_name_or_path"], request)
     # accelerate's --cpu flag runs one process; --multi_gpu starts the processes with torch.distributed (gloo on a CPU)
     command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", str(ROOT / "training" / "run_slip.py"), str(PAPER_RECIPE),
-               *overrides(PAPER_RECIPE, recipe_clip, graph_dataset_dir, out), "--per_device_train_batch_size", "32"]
+               "--dynamo_backend", "no", str(ROOT / "training" / "run_slip.py"), str(recipe),
+               *overrides(recipe, model, graph_dataset_dir, out), "--per_device_train_batch_size", "32"]
     accelerate = Path(sys.executable).with_name("accelerate")
     done = subprocess.run([str(accelerate), *command[1:]], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -45,10 +45,12 @@ slip_hf: structure-aware language-image pretraining (SLIP) on transformers / dat
 
 Commands:
   demo            The embedded end-to-end demo: synthetic raw data -> dataset -> CLIP baseline and SLIP
-                  trained with the same schedule and seeds on the CPU -> Table 2 on the test split + plots.
-  train           Train and evaluate SLIP or the CLIP baseline (= python training/run_slip.py; accepts a
-                  YAML/JSON recipe as first argument).
-  evaluate        Evaluate a SLIP or plain CLIP checkpoint on a dataset split: retrieval (Table 2),
+                  trained with the same schedule and seeds on the CPU -> Table 2 on the test split + plots
+                  (--backbone siglip: the same with a tiny SigLIP).
+  train           Train and evaluate SLIP or the fine-tuning baseline on any supported dual encoder (CLIP,
+                  MetaCLIP 2, SigLIP, SigLIP 2) (= python training/run_slip.py; accepts a YAML/JSON recipe as
+                  first argument).
+  evaluate        Evaluate a SLIP checkpoint or a plain dual encoder on a dataset split: retrieval (Table 2),
                   zero-/few-shot classification, alignment, related items, link prediction (optionally
                   of the relations after a temporal cut), plots.
   ablate          The paper's ablations from a recipe: batch sizes with and without the graph (Table 3, with
@@ -57,9 +59,9 @@ Commands:
                   loss on Z / E / both; several seeds, mean ± std, and the leaderboard of the rows
                   (= python training/ablate.py). Run again, a stopped table reads back its finished runs
                   and resumes the interrupted one.
-  export          A trained model as a plain CLIP checkpoint (CLIPModel, pipeline("zero-shot-image-
-                  classification"), SentenceTransformer; the embeddings are exactly SLIP's), or remote code for
-                  a SLIP checkpoint saved by slip_hf < 0.2.0.
+  export          A trained model as a plain checkpoint of its backbone's class (CLIPModel, SiglipModel, ...;
+                  pipeline("zero-shot-image-classification"), SentenceTransformer; the embeddings are exactly
+                  SLIP's), or remote code for a SLIP checkpoint saved by slip_hf < 0.2.0.
   leaderboard     One table of evidence from finished run folders: every method's headline number on every
                   task (same-item, related items, link prediction, zero-/5-shot, ARO), mean ± std over
                   seeds, best in bold, and a figure. No retraining.
@@ -200,7 +202,8 @@ def train(argv: Sequence[str], prog: str = "slip-hf train") -> int:
 class EvaluateArguments:
     """`slip-hf evaluate`: which checkpoint, on which data."""
 
-    model_name_or_path: str = field(metadata={"help": "A SLIP or CLIP checkpoint (hub id or folder)."})
+    model_name_or_path: str = field(metadata={"help": "A SLIP checkpoint or a plain dual encoder (CLIP, MetaCLIP 2, SigLIP, "
+                                                      "SigLIP 2; hub id or folder)."})
     dataset_name: str = field(metadata={"help": "Hub repo id or local folder of the co-purchase graph dataset."})
     dataset_config: str = field(default="electronics", metadata={"help": "Dataset config."})
     split: str = field(default="test", metadata={"help": "Split to evaluate (the candidate pool)."})
@@ -239,7 +242,7 @@ def evaluate(argv: Sequence[str]) -> int:
     args = _parse_config(
         EvaluateArguments,
         "slip-hf evaluate",
-        "Evaluate a SLIP or plain CLIP checkpoint on one split of the co-purchase graph dataset: retrieval "
+        "Evaluate a SLIP checkpoint or a plain dual encoder on one split of the co-purchase graph dataset: retrieval "
         "over the whole split (Table 2), zero-shot and k-shot classification, alignment, related-item retrieval, "
         "zero-shot link prediction, and the two figures.",
         argv,
@@ -277,7 +280,7 @@ class EvaluateAroArguments:
 
     aro_dir: str = field(metadata={"help": "Folder with visual_genome_relation.json, visual_genome_attribution.json and "
                                    "images/ (the ARO release, or `slip-hf make-structure-benchmark` output)."})
-    model_name_or_path: list[str] = field(metadata={"help": "One or more SLIP or CLIP checkpoints (hub ids or folders)."})
+    model_name_or_path: list[str] = field(metadata={"help": "One or more SLIP checkpoints or plain dual encoders (hub ids or folders)."})
     tasks: list[str] = field(default_factory=lambda: ["VG-Relation", "VG-Attribution"], metadata={"help": "Tasks to score."})
     batch_size: int = field(default=64, metadata={"help": "Cases per forward pass."})
     max_text_length: int = field(default=77, metadata={"help": "Tokens per caption."})
@@ -413,8 +416,9 @@ class ExportArguments:
     model_dir: str = field(metadata={"help": "The trained SLIP model's folder (run_slip.py's output_dir)."})
     format: str = field(
         default="clip",
-        metadata={"help": "'clip': the towers as a plain CLIPModel checkpoint with its CLIPProcessor, loadable by "
-                  "CLIPModel.from_pretrained, pipeline('zero-shot-image-classification') and SentenceTransformer. "
+        metadata={"help": "'clip': the towers as a plain checkpoint of the backbone's class (CLIPModel and CLIPProcessor, "
+                  "SiglipModel and SiglipProcessor, MetaClip2Model), loadable by its from_pretrained, "
+                  "pipeline('zero-shot-image-classification') and SentenceTransformer. "
                   "'remote_code': add the code files and auto_map to a SLIP checkpoint saved by slip_hf < 0.2.0, so "
                   "that AutoModel.from_pretrained(..., trust_remote_code=True) loads it without slip_hf."},
     )
@@ -430,7 +434,8 @@ def export(argv: Sequence[str]) -> int:
 
     args = _parse_config(
         ExportArguments, "slip-hf export",
-        "Export a trained SLIP model for tools that speak CLIP (--format clip: transformers' CLIPModel and pipelines, "
+        "Export a trained SLIP model for tools that speak its backbone (--format clip: transformers' CLIPModel or "
+        "SiglipModel and pipelines, "
         "sentence-transformers; the embeddings are exactly SLIP's) or give an older SLIP checkpoint the remote code "
         "that lets transformers load it without slip_hf (--format remote_code).", argv,
     )
@@ -444,7 +449,7 @@ def export(argv: Sequence[str]) -> int:
     if not args.out_dir:
         raise ValueError("--format clip needs --out_dir (the export folder).")
     result = export_clip(args.model_dir, args.out_dir, slip_repo=args.slip_repo, widget_image=args.widget_image)
-    print(f"{result.source_type} model {args.model_dir} -> plain CLIP in {result.out_dir} ({len(result.files)} files: "
+    print(f"{result.source_type} model {args.model_dir} -> plain dual encoder in {result.out_dir} ({len(result.files)} files: "
           f"{', '.join(result.files)})")
     for item in result.left_out:
         print(f"left out: {item}")
@@ -542,7 +547,7 @@ def toy_train(argv: Sequence[str]) -> int:
 class ServeArguments:
     """`slip-hf serve`: the Space's page, locally."""
 
-    model: list[str] = field(metadata={"help": "One SLIP or CLIP checkpoint (folder or Hub id), or two to compare side by side."})
+    model: list[str] = field(metadata={"help": "One SLIP checkpoint or plain dual encoder (folder or Hub id), or two to compare side by side."})
     dataset: str = field(metadata={"help": "The co-purchase graph dataset (folder or Hub id) to search."})
     config: str = field(default="electronics", metadata={"help": "Dataset config."})
     split: str = field(default="test", metadata={"help": "Split to search, or 'all'."})

@@ -4,19 +4,26 @@ import math
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
-from transformers import CLIPConfig, PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .backbones import DualEncoderBackbone, backbone_for_config
 
 
 @strict
 class SlipConfig(PreTrainedConfig):
     r"""
-    Configuration of a [`SlipModel`]: a CLIP dual encoder (`clip_config`) plus the SLIP graph head (one GAT
-    stack per modality, a fusion projection to node embeddings Z, an optional category classifier) and the
-    weights of the SLIP objective (Eq. 7 of the paper). Defaults are the paper's (§4, §6.1).
+    Configuration of a [`SlipModel`]: a dual encoder (`clip_config`: CLIP, MetaCLIP 2, SigLIP or a fixed-resolution
+    SigLIP 2, see `slip_hf.backbones`) plus the SLIP graph head (one GAT stack per modality, a fusion projection to
+    node embeddings Z, an optional category classifier) and the weights of the SLIP objective (Eq. 7 of the paper).
+    Defaults are the paper's (§4, §6.1).
 
     Args:
-        clip_config (`dict` or [`CLIPConfig`], *optional*):
-            Configuration of the wrapped [`CLIPModel`]; `None` gives `CLIPConfig()` (ViT-B/32-sized).
+        clip_config (`dict` or `PreTrainedConfig`, *optional*):
+            Configuration of the wrapped dual encoder: a `CLIPConfig`, `MetaClip2Config` or `SiglipConfig` (a dict
+            names its `model_type`; one without is CLIP's). `None` gives `CLIPConfig()` (ViT-B/32-sized). The name
+            is CLIP's because SLIP models of 0.1-0.3 were all CLIP: it stays so that they load unchanged;
+            `dual_encoder_config` is the same object.
         use_graph (`bool`, *optional*, defaults to `True`):
             Build the graph path (GAT stacks + fusion, Eq. 3-4). `False` with `lambda_aux=0` is plain CLIP.
         graph_num_layers (`int`, *optional*, defaults to 2):
@@ -51,6 +58,13 @@ class SlipConfig(PreTrainedConfig):
             CLIP-space embeddings used at query time, as the mean of Eq. 5 on the image embeddings E_v and on the text
             embeddings E_t (image-image and text-text neighbour positives); `"both"`, the mean of the Z term and the E
             term. The mask, the temperature and the weight `lambda_graph` are the same for all three.
+        graph_loss_form (`str`, *optional*, defaults to `"infonce"`):
+            The structural loss's form: `"infonce"`, Eq. 5 (a softmax over the batch in which the graph neighbours
+            are the positives, the paper's); `"sigmoid"`, a pairwise sigmoid in the manner of SigLIP, with a learned
+            bias (`graph_logit_bias_init`): every ordered pair of distinct nodes is a binary problem, neighbour or not.
+            The measurement behind the default, on both backbones, is in the docs' decisions page.
+        graph_logit_bias_init (`float`, *optional*, defaults to -10.0):
+            Initial bias of the sigmoid form (SigLIP's own initial bias; neighbours are rare among the pairs).
         graph_loss_eps (`float`, *optional*, defaults to 1e-8):
             epsilon of Eq. 5's normaliser 1 / (|M+| + eps); a batch without edges gives a loss of exactly 0.
         positive_recency (`str`, *optional*, defaults to `"none"`):
@@ -64,7 +78,7 @@ class SlipConfig(PreTrainedConfig):
             Count-weighted positives: `"none"`, `"log"` (weight x log(1 + count)) or `"linear"` (x count), where
             count is the number of distinct co-buyers. Weighted positives need `hops=1` (weights live on edges).
         lambda_clip (`float`, *optional*, defaults to 1.0):
-            Weight of CLIP's InfoNCE (Eq. 1). Every objective `<name>` of `slip_hf.objectives.OBJECTIVES` has a
+            Weight of the backbone's image-text loss: CLIP's InfoNCE (Eq. 1), or SigLIP's pairwise sigmoid. Every objective `<name>` of `slip_hf.objectives.OBJECTIVES` has a
             weight `lambda_<name>`; 0 switches it off.
         lambda_graph (`float`, *optional*, defaults to 0.05):
             Weight of the structural contrastive loss (Eq. 7).
@@ -120,17 +134,18 @@ class SlipConfig(PreTrainedConfig):
     Example:
 
     ```python
-    >>> from transformers import CLIPConfig
+    >>> from transformers import CLIPConfig, SiglipConfig
     >>> from slip_hf import SlipConfig, SlipModel
     >>> config = SlipConfig(clip_config=CLIPConfig(), num_labels=10)
     >>> model = SlipModel(config)
+    >>> siglip = SlipConfig(clip_config=SiglipConfig(), graph_loss_form="infonce")
     ```
     """
 
     model_type = "slip"
-    sub_configs_defaults = {"clip_config": CLIPConfig}
+    sub_configs_defaults = {"clip_config": SubConfigSpec(config_class=AutoConfig, model_type="clip")}
 
-    clip_config: dict | CLIPConfig | None = None
+    clip_config: dict | PreTrainedConfig | None = None
     use_graph: bool = True
     graph_num_layers: int = 2
     graph_hidden_size: int = 512
@@ -145,6 +160,8 @@ class SlipConfig(PreTrainedConfig):
     learnable_graph_temperature: bool = True
     graph_loss_exclude_self: bool = False
     graph_loss_on: Literal["z", "e", "both"] = "z"
+    graph_loss_form: Literal["infonce", "sigmoid"] = "infonce"
+    graph_logit_bias_init: float = -10.0
     graph_loss_eps: float = 1e-8
     positive_recency: Literal["none", "window", "decay"] = "none"
     positive_recency_days: float = 365.0
@@ -200,6 +217,13 @@ class SlipConfig(PreTrainedConfig):
             raise ValueError(f"hops must be >= 1, got {self.hops}.")
         if self.hop_mode not in ("within", "exact"):
             raise ValueError(f"hop_mode must be 'within' or 'exact', got {self.hop_mode!r}.")
+        backbone = self.backbone  # a one-line error for a model type without an adapter
+        if self.lambda_structxlip_local != 0 and not backbone.supports_token_embeddings:
+            raise ValueError(f"StructXLIP's local loss (lambda_structxlip_local) projects patch and text tokens into the "
+                             f"embedding space, which a {backbone.family} backbone cannot do: set it to 0 (the global and "
+                             "consistency losses work on every backbone).")
+        if self.graph_loss_form not in ("infonce", "sigmoid"):
+            raise ValueError(f"graph_loss_form must be 'infonce' or 'sigmoid', got {self.graph_loss_form!r}.")
         if self.graph_loss_on not in ("z", "e", "both"):
             raise ValueError(f"graph_loss_on must be 'z', 'e' or 'both', got {self.graph_loss_on!r}.")
         if self.positive_recency not in ("none", "window", "decay"):
@@ -237,13 +261,24 @@ class SlipConfig(PreTrainedConfig):
         return list(self.structxlip_remove) if self.structxlip_remove is not None else ["colors", "materials", "textures"]
 
     def get_text_config(self, *args, **kwargs) -> PreTrainedConfig:
-        """The text tower's config is CLIP's (special token ids, vocabulary), as `Trainer` and pipelines expect."""
+        """The text tower's config is the dual encoder's (special token ids, vocabulary), as `Trainer` and pipelines
+        expect."""
         return self.clip_config.get_text_config(*args, **kwargs)
 
     @property
+    def dual_encoder_config(self) -> PreTrainedConfig:
+        """The wrapped dual encoder's config (stored as `clip_config`)."""
+        return self.clip_config
+
+    @property
+    def backbone(self) -> DualEncoderBackbone:
+        """The adapter of the dual encoder's family (`slip_hf.backbones`)."""
+        return backbone_for_config(self.clip_config)
+
+    @property
     def projection_dim(self) -> int:
-        """Width of the CLIP embedding space (E_v, E_t)."""
-        return self.clip_config.projection_dim
+        """Width of the dual encoder's embedding space (E_v, E_t)."""
+        return self.backbone.embed_dim(self.clip_config)
 
     @property
     def resolved_node_embed_dim(self) -> int:

@@ -3,8 +3,10 @@ go from raw Amazon-schema files to the paper's comparison table.
 
 1. generate the embedded synthetic raw data ([`generate_synthetic_raw`]);
 2. build the co-purchase graph dataset with the real builder ([`build_dataset`]);
-3. make a tiny randomly initialised CLIP checkpoint (tokenizer trained on the training titles);
-4. train the CLIP fine-tuning baseline and SLIP from it with identical schedules, for each seed;
+3. make a tiny randomly initialised dual encoder checkpoint, CLIP or SigLIP (`--backbone`; tokenizer trained on the
+   training titles);
+4. train the fine-tuning baseline (the dual encoder with its own loss) and SLIP from it with identical schedules,
+   for each seed (the Trainer's log lines go to each run's `trainer_log.jsonl`; the terminal shows one bar a run);
 5. evaluate every run on the test split and print Table 2 (retrieval) and the classification table as
    mean ± std over the seeds; draw Fig. 5 (similarity by hop) and Fig. 4 (a retrieval grid) for both models.
 
@@ -27,10 +29,13 @@ from .data.loading import load_config
 from .evaluation.plots import write_figures
 from .evaluation.runner import write_report
 from .experiment import DataArguments, ModelArguments, run_experiment
-from .toy import write_tiny_clip_checkpoint
+from .toy import FAMILIES, write_tiny_checkpoint
 from .trainer import SlipTrainingArguments
 
 MODELS = {"CLIP (fine-tuned)": "clip", "SLIP (graph + aux)": "slip"}
+"""The compared methods of the CLIP demo: name -> `ModelArguments.baseline`."""
+SIGLIP_MODELS = {"SigLIP (fine-tuned)": "clip", "SLIP on SigLIP (graph + aux)": "slip"}
+"""The same with a SigLIP backbone (`--backbone siglip`)."""
 
 
 @dataclass
@@ -38,6 +43,10 @@ class DemoConfig:
     """Size and schedule of the demo; every field is a flag of `slip-hf demo`."""
 
     out_dir: str = field(default="slip_demo", metadata={"help": "Everything goes here (raw data, dataset, runs, plots)."})
+    backbone: str = field(default="clip", metadata={"help": "The tiny dual encoder's family: 'clip' (InfoNCE) or 'siglip' "
+                                                            "(pairwise sigmoid loss, texts padded to their full length)."})
+    graph_loss_form: str = field(default="infonce", metadata={"help": "The structural loss's form: 'infonce' (Eq. 5) or "
+                                                                      "'sigmoid' (SigLIP-style, neighbours positive)."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One CLIP and one SLIP run per seed."})
     num_bundles: int = field(default=120, metadata={"help": "Synthetic complement bundles (3 product lines of 6 items each)."})
     image_size: int = field(default=32, metadata={"help": "Image side seen by the tiny CLIP."})
@@ -61,9 +70,12 @@ def _phase(name: str, start: float) -> float:
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the per-model test results and the paths of what it wrote."""
+    if config.backbone not in FAMILIES:
+        raise ValueError(f"--backbone must be one of {', '.join(FAMILIES)}, got {config.backbone!r}.")
     start = time.perf_counter()
     out = Path(config.out_dir)
-    raw_dir, dataset_dir, clip_dir = out / "raw", out / "dataset", out / "clip-init"
+    models = SIGLIP_MODELS if config.backbone == "siglip" else MODELS
+    raw_dir, dataset_dir, clip_dir = out / "raw", out / "dataset", out / f"{config.backbone}-init"
     generation = {"num_bundles": config.num_bundles, "image_size": 64, "seed": 0}
     marker = raw_dir / "demo_generation.json"
     if not (marker.exists() and json.loads(marker.read_text()) == generation):
@@ -80,19 +92,20 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     print(f"-> {build.num_nodes} nodes, {build.num_edges} edges, splits {build.stats['splits']}; "
           f"same product line by hop: {json.dumps({k: round(v, 3) for k, v in build.stats['graph_signal'].items()})}")
 
-    _phase("3/5 making the tiny CLIP checkpoint (random init, tokenizer trained on the training titles)", start)
+    _phase(f"3/5 making the tiny {config.backbone} checkpoint (random init, tokenizer trained on the training titles)", start)
     train_titles = load_config(dataset_dir, "electronics", split="train")["title"]
-    write_tiny_clip_checkpoint(
+    write_tiny_checkpoint(
         str(clip_dir), train_titles, image_size=config.image_size, hidden_size=config.hidden_size,
-        num_layers=config.num_layers, projection_dim=config.hidden_size,
+        num_layers=config.num_layers, projection_dim=config.hidden_size, family=config.backbone,
     )
 
-    runs: dict[str, list[dict]] = {name: [] for name in MODELS}
+    runs: dict[str, list[dict]] = {name: [] for name in models}
     run_dirs: dict[str, Path] = {}
+    prefix = "" if config.backbone == "clip" else f"{config.backbone}-"
     for seed in config.seeds:
-        for name, baseline in MODELS.items():
+        for name, baseline in models.items():
             _phase(f"4/5 training {name}, seed {seed}", start)
-            run_dir = out / "runs" / f"{baseline}-seed{seed}"
+            run_dir = out / "runs" / f"{prefix}{baseline}-seed{seed}"
             training_args = SlipTrainingArguments(
                 output_dir=str(run_dir), seed=seed, data_seed=seed, num_train_epochs=config.epochs,
                 per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=256,
@@ -100,10 +113,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                 weight_decay=0.05, warmup_steps=0.1, lr_scheduler_type="linear", eval_strategy="epoch",
                 save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="mrr",
                 greater_is_better=True, early_stopping_patience=10, logging_strategy="epoch", report_to="none",
-                lambda_graph=config.lambda_graph, lambda_aux=config.lambda_aux, hops=config.hops,
+                lambda_graph=config.lambda_graph, lambda_aux=config.lambda_aux, hops=config.hops, logs_to="file", disable_tqdm=False,
             )
             model_args = ModelArguments(
                 model_name_or_path=str(clip_dir), baseline=baseline, graph_hidden_size=2 * config.hidden_size, graph_num_heads=4,
+                graph_loss_form=config.graph_loss_form,
             )
             data_args = DataArguments(
                 dataset_name=str(dataset_dir), dataset_config="electronics", max_text_length=32, few_shot=[1, 5], plots=False,
@@ -115,7 +129,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                   f"best validation MRR {result['validation']['eval_mrr']:.3f}", flush=True)
 
     _phase("5/5 comparing on the test split", start)
-    json_path, markdown_path = write_report(runs, out, "demo")
+    json_path, markdown_path = write_report(runs, out, "demo" if config.backbone == "clip" else f"demo-{config.backbone}")
     plots = _comparison_plots(dataset_dir, run_dirs, out)
     report = (
         f"# Test split: {build.stats['splits']['test']} image-text pairs as the candidate pool, "

@@ -1,8 +1,9 @@
 """Batched, l2-normalised image and text embeddings from any model with CLIP's feature API.
 
-Works with `CLIPModel` and [`SlipModel`] alike: both have `get_image_features(pixel_values)` and
-`get_text_features(input_ids, attention_mask)` whose `pooler_output` is the projected embedding
-(transformers 5.x). Used by the dataset builder (CLIP-T scores) and by the evaluation (retrieval,
+Works with [`SlipModel`] and the dual encoders it wraps (`CLIPModel`, `MetaClip2Model`, `SiglipModel`) alike: all
+have `get_image_features(pixel_values)` and `get_text_features(input_ids, attention_mask)` whose `pooler_output` is
+the embedding (transformers 5.x). Texts are tokenized by the backbone's rule (`slip_hf.backbones`): SigLIP's padded
+to `max_length`, as it was trained. Used by the dataset builder (CLIP-T scores) and by the evaluation (retrieval,
 zero-shot, plots); inference never needs the graph.
 """
 
@@ -26,14 +27,16 @@ def _features(output: Any) -> torch.Tensor:
 
 
 def load_dual_encoder(model_name_or_path: str):
-    """`(model, image_processor, tokenizer)` of a SLIP or plain CLIP checkpoint (folder or Hub id)."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
+    """`(model, image_processor, tokenizer)` of a SLIP checkpoint or a plain dual encoder of a supported family
+    (CLIP, MetaCLIP 2, SigLIP, SigLIP 2; folder or Hub id)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
+    from .backbones import backbone_for_config
     from .modeling_slip import SlipModel
 
     require_folder(model_name_or_path, "model")
     config = AutoConfig.from_pretrained(model_name_or_path)
-    model_class = SlipModel if config.model_type == "slip" else CLIPModel
+    model_class = SlipModel if config.model_type == "slip" else backbone_for_config(config).model_class(config.model_type)
     return (model_class.from_pretrained(model_name_or_path), AutoImageProcessor.from_pretrained(model_name_or_path),
             AutoTokenizer.from_pretrained(model_name_or_path))
 
@@ -107,22 +110,28 @@ def encode_texts(
     max_length: int | None = None,
     desc: str = "text embeddings",
 ) -> torch.Tensor:
-    """Embed texts (truncated to `max_length` tokens, default the tokenizer's `model_max_length`).
+    """Embed texts, tokenized by the backbone's rule (`slip_hf.backbones.text_tokenizer_kwargs`): truncated to
+    `max_length` tokens (default: the text tower's positions), and for SigLIP padded to that length, as it was
+    trained; a SigLIP text padded to the longest text of its batch would give another vector.
+
+    Args:
+        model: a [`SlipModel`] or a plain dual encoder (`get_text_features`, and a `config`).
+        tokenizer: the model's tokenizer.
+        texts: the strings.
+        batch_size: texts per forward pass.
+        max_length (`int`, *optional*): tokens per text; default the text tower's positions.
+        desc: the progress bar's label.
 
     Returns:
         `torch.FloatTensor` of shape `(N, d)` on the CPU, l2-normalised rows.
     """
+    from .backbones import text_tokenizer_kwargs
+
     device = model_device(model)
-    max_length = max_length or tokenizer.model_max_length
+    tokenizer_kwargs = text_tokenizer_kwargs(model.config, max_length)
     chunks = []
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, disable=len(texts) <= batch_size):
-        tokens = tokenizer(
-            list(texts[start : start + batch_size]),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        ).to(device)
+        tokens = tokenizer(list(texts[start : start + batch_size]), return_tensors="pt", **tokenizer_kwargs).to(device)
         features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         chunks.append(F.normalize(_features(features).float(), dim=-1).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, 0)

@@ -36,13 +36,15 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         default="openai/clip-vit-base-patch16",
-        metadata={"help": "A CLIP checkpoint (hub id or folder) to start from, or a SLIP checkpoint to continue."},
+        metadata={"help": "A dual encoder to start from (hub id or folder: CLIP, MetaCLIP 2, SigLIP, fixed-resolution SigLIP 2, "
+                  "e.g. google/siglip2-base-patch16-224), or a SLIP checkpoint to continue."},
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer; default: the model's."})
     image_processor_name: str | None = field(default=None, metadata={"help": "Image processor; default: the model's."})
     baseline: Literal["slip", "clip"] = field(
         default="slip",
-        metadata={"help": "'clip': the paper's CLIP fine-tuning baseline (no graph path, no aux head, same schedule)."},
+        metadata={"help": "'clip': the paper's fine-tuning baseline, the dual encoder alone with its own loss (no graph "
+                  "path, no aux head, same schedule), whatever the backbone."},
     )
     aux_head: bool = field(default=True, metadata={"help": "Train the auxiliary category classifier (Eq. 6)."})
     graph_num_layers: int = field(default=2, metadata={"help": "GAT layers per modality."})
@@ -54,6 +56,11 @@ class ModelArguments:
         default="z",
         metadata={"help": "What the structural loss pulls together: 'z' the node embeddings Z (the paper), 'e' the CLIP "
                   "image and text embeddings used at query time, 'both' the mean of the two terms."},
+    )
+    graph_loss_form: Literal["infonce", "sigmoid"] = field(
+        default="infonce",
+        metadata={"help": "The structural loss's form: 'infonce' (Eq. 5: softmax over the batch, neighbours positive; the "
+                  "paper) or 'sigmoid' (SigLIP's pairwise sigmoid with a learned bias, neighbours positive)."},
     )
     use_knowledge_encoder: bool = field(
         default=False, metadata={"help": "Structure-CLIP's Knowledge-Enhanced Encoder over each text's scene-graph triples."}
@@ -110,7 +117,7 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
         return SlipModel.from_pretrained(model_args.model_name_or_path)
     is_baseline = model_args.baseline == "clip"
     use_aux = model_args.aux_head and not is_baseline and num_labels > 0
-    return SlipModel.from_clip(
+    return SlipModel.from_dual_encoder(
         model_args.model_name_or_path,
         use_graph=not is_baseline,
         graph_num_layers=model_args.graph_num_layers,
@@ -119,6 +126,7 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
         graph_dropout=model_args.graph_dropout,
         graph_loss_exclude_self=model_args.graph_loss_exclude_self,
         graph_loss_on=model_args.graph_loss_on,
+        graph_loss_form=model_args.graph_loss_form,
         use_knowledge_encoder=model_args.use_knowledge_encoder,
         positive_recency=model_args.positive_recency,
         positive_recency_days=float(model_args.positive_recency_days),
@@ -130,11 +138,17 @@ def _load_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
 
 
 def _text_length(requested: int | None, model: SlipModel) -> int:
-    """Tokens per text: `requested`, or the text tower's positions when not given (an error when it has fewer)."""
+    """Tokens per text: `requested`, or the text tower's positions when not given (an error when it has fewer, or
+    when the backbone was trained on texts padded to all its positions, as SigLIP was, and `requested` is another)."""
     positions = model.config.get_text_config().max_position_embeddings
     if requested is not None and requested > positions:
         raise ValueError(f"max_text_length {requested} is more than the text tower's {positions} positions; pass "
                          f"--max_text_length {positions} or less.")
+    backbone = model.config.backbone
+    if requested is not None and requested != positions and backbone.pads_to_max_length:
+        raise ValueError(f"max_text_length {requested}: a {backbone.family} text tower was trained on texts padded to its "
+                         f"{positions} positions and pools the last one; another length gives other vectors. Leave "
+                         f"--max_text_length unset (or {positions}).")
     return requested or positions
 
 
@@ -175,6 +189,7 @@ def run_experiment(
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     image_processor = AutoImageProcessor.from_pretrained(model_args.image_processor_name or model_args.model_name_or_path)
     model = _load_model(model_args, len(class_names), dict(enumerate(class_names)))
+    model.config.backbone.check_tokenizer(tokenizer, model.config.clip_config)
     apply_config_overrides(model.config, training_args)
     settings = run_settings(model_args, data_args, training_args, training_args.world_size)  # as requested
     data_args = dataclasses.replace(data_args, max_text_length=_text_length(data_args.max_text_length, model))

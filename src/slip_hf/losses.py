@@ -1,4 +1,5 @@
-"""The three parts of the SLIP objective (Eq. 1, 5, 6) and the weighted sum of any objectives (Eq. 7).
+"""The three parts of the SLIP objective (Eq. 1, 5, 6) and the weighted sum of any objectives (Eq. 7), with the
+sigmoid forms that a SigLIP backbone trains with (its base loss, and the structural loss's `"sigmoid"` form).
 
 Each loss is a plain function of tensors so that the model, the trainer and the distributed variants
 (`slip_hf.distributed`) share one implementation. All of them compute in float32 whatever the input dtype,
@@ -38,6 +39,88 @@ def clip_contrastive_loss(
     loss_image = F.cross_entropy(logits_per_image.float(), targets)
     loss_text = F.cross_entropy(logits_per_text.float(), targets)
     return (loss_image + loss_text) / 2
+
+
+def sigmoid_contrastive_loss(
+    logits_per_text: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    num_rows: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""SigLIP's pairwise sigmoid loss (Zhai et al., 2023): every text-image pair is its own binary problem.
+
+    .. math::
+        \mathcal{L}_{sig} = -\frac1n \sum_{i} \sum_{j} \log \sigma\left(z_{ij}\,(e^{t} \langle E_t^i, E_v^j \rangle + b)\right),
+        \qquad z_{ij} = 1 \text{ for the matching pair, } -1 \text{ otherwise}
+
+    the operations of `SiglipModel(..., return_loss=True)` (a sum over each row, then the mean over rows), so
+    that a SLIP model on SigLIP with zero graph and category weights reproduces SigLIP's loss to rounding.
+
+    Args:
+        logits_per_text (`torch.Tensor` of shape `(n, m)`): scaled and biased text-to-image similarities; row i's
+            matching image is column `targets[i]`.
+        targets (`torch.LongTensor` of shape `(n,)`, *optional*): defaults to `arange(n)` (the diagonal).
+        num_rows (*optional*): the number of rows of the whole batch when these are some of its rows
+            (distributed training: the loss is then the sum over these rows divided by it).
+
+    Returns:
+        Scalar `torch.Tensor` (float32).
+    """
+    rows = logits_per_text.size(0)
+    if targets is None:
+        targets = torch.arange(rows, device=logits_per_text.device)
+    signs = -torch.ones_like(logits_per_text, dtype=torch.float32)
+    signs[torch.arange(rows, device=logits_per_text.device), targets] = 1.0
+    row_losses = -torch.sum(F.logsigmoid(signs * logits_per_text.float()), dim=-1)
+    return row_losses.mean() if num_rows is None else row_losses.sum() / num_rows
+
+
+def structural_sigmoid_loss(
+    node_embeds: torch.Tensor,
+    positive_mask: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    logit_bias: torch.Tensor | float,
+    *,
+    key_embeds: torch.Tensor | None = None,
+    self_index: torch.Tensor | None = None,
+    num_rows: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""The structural loss in SigLIP's form: each ordered pair of distinct nodes is a binary problem, graph
+    neighbour or not.
+
+    .. math::
+        \mathcal{L}_{graph}^{sig} = -\frac1n \sum_{i} \sum_{j \ne i} \left[ w_{ij} \log\sigma(\ell_{ij})
+        + [w_{ij} = 0] \log\sigma(-\ell_{ij}) \right], \qquad \ell_{ij} = e^{t'} \langle Z_i, Z_j \rangle + b'
+
+    with :math:`w_{ij} = M^+_{ij}` (1 for a neighbour within the hop threshold, or the positive's weight). The
+    anchor's own pair is left out. Unlike Eq. 5, a batch without edges still has a loss: every pair is a
+    negative.
+
+    Args:
+        node_embeds (`torch.Tensor` of shape `(n, d)`): l2-normalised anchors.
+        positive_mask (`torch.BoolTensor` or float `torch.Tensor` of shape `(n, m)`): :math:`M^+` (or weights),
+            False at each anchor's own column.
+        logit_scale (`torch.Tensor` or `float`): :math:`e^{t'}`, already exponentiated.
+        logit_bias (`torch.Tensor` or `float`): :math:`b'`.
+        key_embeds (`torch.Tensor` of shape `(m, d)`, *optional*): the embeddings compared against; default the
+            anchors.
+        self_index (`torch.LongTensor` of shape `(n,)`, *optional*): each anchor's own column; default `arange(n)`.
+        num_rows (*optional*): the number of anchor rows of the whole batch when these are some of them.
+
+    Returns:
+        Scalar `torch.Tensor` (float32).
+    """
+    keys = node_embeds if key_embeds is None else key_embeds
+    if positive_mask.shape != (node_embeds.size(0), keys.size(0)):
+        raise ValueError(f"positive_mask has shape {tuple(positive_mask.shape)}, expected "
+                         f"{(node_embeds.size(0), keys.size(0))} (anchors x keys).")
+    rows = torch.arange(node_embeds.size(0), device=node_embeds.device)
+    self_index = rows if self_index is None else self_index
+    logits = logit_scale * (node_embeds.float() @ keys.float().T) + logit_bias
+    weight = positive_mask.to(device=logits.device, dtype=torch.float32)
+    negative = (weight == 0).float()
+    negative[rows, self_index] = 0.0
+    pair_losses = -(weight * F.logsigmoid(logits) + negative * F.logsigmoid(-logits))
+    return pair_losses.sum() / (node_embeds.size(0) if num_rows is None else num_rows)
 
 
 def structural_contrastive_loss(
@@ -176,6 +259,8 @@ def weighted_total_loss(parts: Mapping[str, torch.Tensor | None], weights: Mappi
 __all__ = [
     "auxiliary_classification_loss",
     "clip_contrastive_loss",
+    "sigmoid_contrastive_loss",
+    "structural_sigmoid_loss",
     "weighted_total_loss",
     "structural_contrastive_loss",
 ]

@@ -92,22 +92,25 @@ attention stack per modality), and an auxiliary category loss. Trained with
 `slip_hf` on `{dataset_id}` (config `{dataset_config}`).
 {f"Initialised from `{base_model}`." if base_model else ""}
 
-Retrieval needs no graph: the CLIP towers give the embeddings. The model loads without slip_hf through its
+Retrieval needs no graph: the dual encoder's towers give the embeddings. The model loads without slip_hf through its
 remote code (torch_geometric is the one extra requirement):
 `AutoModel.from_pretrained("{model_name}", trust_remote_code=True)`. For pipelines and sentence-transformers,
 `slip-hf export --model_dir {model_name} --format clip --out_dir {model_name}-clip` writes the towers as a plain
-CLIP checkpoint with the same embeddings.
+checkpoint of the backbone's own class (`CLIPModel`, `SiglipModel`, ...) with the same embeddings. Texts are
+tokenized by the backbone's rule (`text_tokenizer_kwargs`: SigLIP pads to 64 tokens, as it was trained).
 
 ```python
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer
 from slip_hf import SlipModel
+from slip_hf.backbones import text_tokenizer_kwargs
 
 model = SlipModel.from_pretrained("{model_name}").eval()
 tokenizer = AutoTokenizer.from_pretrained("{model_name}")
 processor = AutoImageProcessor.from_pretrained("{model_name}")
 with torch.no_grad():
-    text = model.get_text_features(**tokenizer(["wireless earbuds"], return_tensors="pt", padding=True)).pooler_output
+    tokens = tokenizer(["wireless earbuds"], return_tensors="pt", **text_tokenizer_kwargs(model.config))
+    text = model.get_text_features(**tokens).pooler_output
     image = model.get_image_features(**processor(images=[pil_image], return_tensors="pt")).pooler_output
 score = torch.nn.functional.cosine_similarity(text, image)
 ```

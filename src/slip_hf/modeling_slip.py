@@ -1,7 +1,10 @@
-"""PyTorch SLIP model: a CLIP dual encoder with per-modality graph attention over the batch subgraph.
+"""PyTorch SLIP model: a dual encoder (CLIP, MetaCLIP 2, SigLIP, SigLIP 2) with per-modality graph attention over
+the batch subgraph.
 
-Reading order follows the data: CLIP encoders (E_v, E_t) -> GAT stacks (Eq. 3) -> fusion into node
-embeddings Z (Eq. 4) -> auxiliary classifier -> the losses of `slip_hf.losses` (Eq. 1, 5, 6, 7).
+Reading order follows the data: the dual encoder's towers (E_v, E_t) -> GAT stacks (Eq. 3) -> fusion into node
+embeddings Z (Eq. 4) -> auxiliary classifier -> the losses of `slip_hf.losses` (Eq. 1, 5, 6, 7). What differs
+between dual encoders (features, base loss, padding, layer names) is read from the family's adapter
+(`slip_hf.backbones`).
 """
 
 import os
@@ -11,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GATConv
-from transformers import CLIPModel, PreTrainedModel
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
+from .backbones import backbone_for_config
 from .configuration_slip import SlipConfig
 from .distributed import GlobalBatch, gather_rows, rank_and_world_size, sum_over_processes
 from .graph_masks import symmetric_simple_edges
@@ -47,7 +51,7 @@ class SlipOutput(ModelOutput):
         loss (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
             Total objective: Eq. 7 over every enabled objective (`slip_hf.objectives`).
         loss_clip (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`):
-            Symmetric InfoNCE of Eq. 1.
+            The backbone's image-text loss: CLIP's symmetric InfoNCE (Eq. 1) or SigLIP's pairwise sigmoid.
         loss_graph (`torch.FloatTensor` of shape `()`, returned with `return_loss=True` when the graph path is on):
             Structural contrastive loss of Eq. 5 (unweighted).
         loss_aux (`torch.FloatTensor` of shape `()`, returned with `return_loss=True`, `labels` and an aux head):
@@ -67,7 +71,7 @@ class SlipOutput(ModelOutput):
         loss_structure_clip_negclip (`torch.FloatTensor` of shape `()`):
             InfoNCE with the scene-graph negatives among the texts (unweighted), likewise.
         logits_per_image (`torch.FloatTensor` of shape `(b, b)`):
-            Scaled image-text cosine similarities.
+            Scaled image-text cosine similarities (plus the learned bias of a sigmoid backbone).
         logits_per_text (`torch.FloatTensor` of shape `(b, b)`):
             Transpose of `logits_per_image`.
         image_embeds (`torch.FloatTensor` of shape `(b, d)`):
@@ -177,8 +181,19 @@ class SlipPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, with a message that says *which* SLIP settings disagree with the
-        checkpoint when parameter shapes do not match (e.g. another `num_labels`)."""
+        """`PreTrainedModel.from_pretrained`, with one-line errors for a folder that holds another model (a plain dual
+        encoder: start from it with `from_dual_encoder`) and for SLIP settings that disagree with the checkpoint when
+        parameter shapes do not match (e.g. another `num_labels`)."""
+        if kwargs.get("config") is None:
+            try:
+                found = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path)[0].get("model_type")
+            except (OSError, ValueError):
+                found = None  # no config to read: transformers' own error follows
+            if found not in (None, SlipConfig.model_type):
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} holds a `{found}` model, not a SLIP model: start SLIP from it with "
+                    "SlipModel.from_dual_encoder (or --model_name_or_path, which does)."
+                )
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except RuntimeError as error:
@@ -209,8 +224,8 @@ class SlipPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Glorot for GAT weights and attention vectors (as torch_geometric does), Xavier for the fusion, the
-        classifier and the knowledge encoder, identity LayerNorm, and the configured graph temperature. CLIP's
-        own modules are initialised by `CLIPPreTrainedModel`."""
+        classifier and the knowledge encoder, identity LayerNorm, and the configured graph temperature and bias. The
+        dual encoder's own modules are initialised by its own `PreTrainedModel` class."""
         if isinstance(module, GATConv):
             for name, param in module.named_parameters():
                 if name.endswith("bias"):
@@ -232,26 +247,29 @@ class SlipPreTrainedModel(PreTrainedModel):
             init.normal_(module.cls_embedding, std=0.02)
         elif isinstance(module, SlipModel) and module.graph_logit_scale is not None:
             init.constant_(module.graph_logit_scale, self.config.graph_logit_scale_init)
+            if module.graph_logit_bias is not None:
+                init.constant_(module.graph_logit_bias, self.config.graph_logit_bias_init)
 
 
 class SlipModel(SlipPreTrainedModel):
     r"""
-    SLIP: CLIP image/text encoders, one GAT stack per modality over the mini-batch subgraph, a fusion
-    projection to l2-normalised node embeddings Z, and an optional linear category classifier applied to Z
-    (or to :math:`[E_v \| E_t]` when `config.use_graph=False`).
+    SLIP: a dual encoder's image/text towers (`model.clip`, whatever the family: the name is kept from 0.1 so that
+    saved models load unchanged; `model.dual_encoder` is the same module), one GAT stack per modality over the
+    mini-batch subgraph, a fusion projection to l2-normalised node embeddings Z, and an optional linear category
+    classifier applied to Z (or to :math:`[E_v \| E_t]` when `config.use_graph=False`).
 
-    Retrieval needs no graph: `get_image_features` / `get_text_features` return the CLIP-space embeddings.
+    Retrieval needs no graph: `get_image_features` / `get_text_features` return the dual encoder's embeddings.
 
     Args:
-        config ([`SlipConfig`]): the CLIP towers' config and the graph, fusion, classifier and loss settings.
-            Building from a config gives random weights; [`SlipModel.from_clip`] starts from a CLIP checkpoint and
-            `from_pretrained` loads a saved SLIP model.
+        config ([`SlipConfig`]): the dual encoder's config and the graph, fusion, classifier and loss settings.
+            Building from a config gives random weights; [`SlipModel.from_dual_encoder`] starts from a CLIP, MetaCLIP 2,
+            SigLIP or SigLIP 2 checkpoint and `from_pretrained` loads a saved SLIP model.
 
     Example:
 
     ```python
     >>> from slip_hf import SlipModel
-    >>> model = SlipModel.from_clip("openai/clip-vit-base-patch16", num_labels=20)
+    >>> model = SlipModel.from_dual_encoder("google/siglip2-base-patch16-224", num_labels=20)
     >>> out = model(input_ids=..., attention_mask=..., pixel_values=..., edge_index=..., labels=..., return_loss=True)
     >>> out.loss, out.loss_clip, out.loss_graph, out.loss_aux
     ```
@@ -259,9 +277,12 @@ class SlipModel(SlipPreTrainedModel):
 
     def __init__(self, config: SlipConfig):
         super().__init__(config)
-        self.clip = CLIPModel._from_config(config.clip_config)
+        self.backbone = backbone_for_config(config.clip_config)
+        self.clip = self.backbone.model_class(config.clip_config.model_type)._from_config(config.clip_config)
+        self._no_split_modules = [*self.backbone.no_split_modules, "SlipGraphEncoder"]
         projection_dim = config.projection_dim
-        self.vision_graph = self.text_graph = self.fusion = self.graph_logit_scale = self.classifier = None
+        self.vision_graph = self.text_graph = self.fusion = self.graph_logit_scale = self.graph_logit_bias = None
+        self.classifier = None
         if config.use_graph:
             self.vision_graph = SlipGraphEncoder(projection_dim, config)
             self.text_graph = SlipGraphEncoder(projection_dim, config)
@@ -269,6 +290,8 @@ class SlipModel(SlipPreTrainedModel):
             self.graph_logit_scale = nn.Parameter(
                 torch.tensor(config.graph_logit_scale_init), requires_grad=config.learnable_graph_temperature
             )
+            if config.graph_loss_form == "sigmoid":
+                self.graph_logit_bias = nn.Parameter(torch.tensor(config.graph_logit_bias_init))
         if config.num_labels > 0:
             aux_in = config.resolved_node_embed_dim if config.use_graph else 2 * projection_dim
             self.classifier = nn.Linear(aux_in, config.num_labels)
@@ -282,29 +305,57 @@ class SlipModel(SlipPreTrainedModel):
         self.objective_weight_factors: dict[str, float] = {}
         self.post_init()
 
+    @property
+    def dual_encoder(self) -> nn.Module:
+        """The wrapped dual encoder (`CLIPModel`, `MetaClip2Model`, `SiglipModel`), stored as `clip`."""
+        return self.clip
+
     @classmethod
-    def from_clip(
-        cls, clip_name_or_path: str | os.PathLike | CLIPModel, **slip_kwargs
-    ) -> "SlipModel":
-        """Build a SLIP model whose CLIP part is a pretrained CLIP checkpoint; GAT, fusion and classifier are
-        freshly initialised.
+    def from_dual_encoder(cls, name_or_path: str | os.PathLike | PreTrainedModel, **slip_kwargs) -> "SlipModel":
+        """Build a SLIP model around a pretrained dual encoder; GAT, fusion and classifier are freshly initialised.
 
         Args:
-            clip_name_or_path: a hub id such as `"openai/clip-vit-base-patch16"`, a local directory written by
-                `CLIPModel.save_pretrained`, or a loaded `CLIPModel`.
+            name_or_path: a Hub id (`"openai/clip-vit-base-patch16"`, `"google/siglip2-base-patch16-224"`,
+                `"facebook/metaclip-2-worldwide-huge-quickgelu"`), a local folder written by the family's
+                `save_pretrained`, or a loaded model of a supported family (`slip_hf.backbones`).
             **slip_kwargs (`Any`): [`SlipConfig`] fields (`num_labels`, `lambda_graph`, `hops`, ...).
+
+        Returns:
+            [`SlipModel`] whose `clip` holds exactly the given weights.
+
+        Raises:
+            ValueError: in one line, for a model type without an adapter (naming the supported ones), a NaFlex SigLIP 2,
+                or a SLIP checkpoint (load that with `from_pretrained`).
         """
-        clip = clip_name_or_path
-        if not isinstance(clip, CLIPModel):
-            clip = CLIPModel.from_pretrained(clip_name_or_path)
-        config = SlipConfig(clip_config=clip.config, **slip_kwargs)
+        encoder = name_or_path
+        if not isinstance(encoder, PreTrainedModel):
+            model_type = AutoConfig.from_pretrained(name_or_path).model_type
+            if model_type == SlipConfig.model_type:
+                raise ValueError(f"{name_or_path} is a SLIP model already: load it with SlipModel.from_pretrained.")
+            backbone = backbone_for_config(AutoConfig.for_model(model_type))
+            encoder = backbone.model_class(model_type).from_pretrained(name_or_path)
+        backbone_for_config(encoder.config)  # a supported family, or one line that names them
+        config = SlipConfig(clip_config=encoder.config, **slip_kwargs)
         model = cls(config)
-        model.clip.load_state_dict(clip.state_dict(), strict=True)
+        model.clip.load_state_dict(encoder.state_dict(), strict=True)
         return model
 
+    @classmethod
+    def from_clip(cls, clip_name_or_path: str | os.PathLike | PreTrainedModel, **slip_kwargs) -> "SlipModel":
+        """[`from_dual_encoder`] under its 0.1-0.3 name: any supported family, not only CLIP.
+
+        Args:
+            clip_name_or_path: a dual encoder's Hub id, folder or loaded model.
+            **slip_kwargs (`Any`): [`SlipConfig`] fields.
+
+        Returns:
+            [`SlipModel`].
+        """
+        return cls.from_dual_encoder(clip_name_or_path, **slip_kwargs)
+
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        """CLIP text embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see
-        `CLIPModel.get_text_features`."""
+        """The dual encoder's text embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see its
+        `get_text_features`. Texts must be tokenized by the backbone's rule (`config.backbone.tokenizer_kwargs`)."""
         return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     def get_knowledge_features(
@@ -314,12 +365,12 @@ class SlipModel(SlipPreTrainedModel):
         `slip_hf.knowledge_encoder`. Needs `config.use_knowledge_encoder`."""
         if self.knowledge_encoder is None:
             raise ValueError("this model has no knowledge encoder: build it with use_knowledge_encoder=True.")
-        token_embedding = self.clip.text_model.embeddings.token_embedding
+        token_embedding = self.backbone.token_embedding(self.clip)
         return self.knowledge_encoder(token_embedding, triple_input_ids, triple_attention_mask, triple_mask)
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
-        """CLIP image embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see
-        `CLIPModel.get_image_features`."""
+        """The dual encoder's image embeddings (un-normalised) in `.pooler_output`, shape `(b, d)`: see its
+        `get_image_features`."""
         return self.clip.get_image_features(pixel_values=pixel_values, **kwargs)
 
     @torch.no_grad()
@@ -386,16 +437,9 @@ class SlipModel(SlipPreTrainedModel):
         unknown = set() if torch.compiler.is_compiling() else set(objective_inputs) - objective_batch_fields()
         if unknown:
             raise TypeError(f"SlipModel.forward got unknown inputs {sorted(unknown)}; objectives read {sorted(objective_batch_fields())}.")
-        image_embeds = l2_normalize(
-            self.clip.get_image_features(
-                pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
-            ).pooler_output
-        )
-        text_embeds = l2_normalize(
-            self.clip.get_text_features(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-            ).pooler_output
-        )
+        backbone = self.backbone
+        image_embeds = l2_normalize(backbone.image_features(self.clip, pixel_values, interpolate_pos_encoding))
+        text_embeds = l2_normalize(backbone.text_features(self.clip, input_ids, attention_mask, position_ids))
         rank, world = rank_and_world_size() if global_batch is not None else (0, 1)
         distributed = world > 1
         local_size, device = image_embeds.size(0), image_embeds.device
@@ -410,13 +454,16 @@ class SlipModel(SlipPreTrainedModel):
         anchors = local_rows if local_loss else None
         share = world * local_size / batch_size if local_loss else 1.0
 
-        logit_scale = self.clip.logit_scale.exp()
-        if anchors is None:  # CLIPModel's own operations, so that zero loss weights reproduce CLIP
+        logit_scale, logit_bias = backbone.logit_scale(self.clip).exp(), backbone.logit_bias(self.clip)
+        if anchors is None:  # the dual encoder's own operations, so that zero loss weights reproduce its loss
             logits_per_text = (text_all @ image_all.T) * logit_scale
+            logits_per_text = logits_per_text + logit_bias if logit_bias is not None else logits_per_text
             logits_per_image = logits_per_text.T
         else:
             logits_per_image = (image_all[anchors] @ text_all.T) * logit_scale
             logits_per_text = (text_all[anchors] @ image_all.T) * logit_scale
+            if logit_bias is not None:
+                logits_per_image, logits_per_text = logits_per_image + logit_bias, logits_per_text + logit_bias
 
         node_embeds = node_embeds_all = edges = None
         graph_is_global = not distributed or global_batch.edge_index is not None

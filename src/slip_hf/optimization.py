@@ -1,8 +1,10 @@
-"""Optimizer parameter groups of SLIP: discriminative (layer-wise) learning rates for the CLIP towers and a
-separate, higher learning rate for the freshly initialised graph head (§6.1).
+"""Optimizer parameter groups of SLIP: discriminative (layer-wise) learning rates for the dual encoder's towers and
+a separate, higher learning rate for the freshly initialised graph head (§6.1).
 
-Depth of a CLIP parameter inside its tower: embeddings (and the vision pre-LayerNorm) are depth 0, encoder
-layer i is depth i + 1, and the final LayerNorm, the projection and `logit_scale` are the top, depth L + 1.
+Depth of a dual-encoder parameter inside its tower (the family's adapter names the layers,
+`DualEncoderBackbone.layer_depth`): embeddings (and CLIP's vision pre-LayerNorm) are depth 0, encoder layer i is
+depth i + 1, and the final LayerNorm, the projection or head, `logit_scale` (and SigLIP's `logit_bias`) are the
+top, depth L + 1.
 A parameter k levels below the top gets
 
 * `"shallower_lower"` (the usual layer-wise decay of ULMFiT/BEiT, and what Table 4's numbers imply):
@@ -15,33 +17,29 @@ With ViT-B/16 (12 layers) Table 4's `base_lr = 1.6e-4` and decay 0.8 under `"sha
 same schedule. A decay of 1.0 switches DLR off (Table 4's "no DLR" row).
 """
 
-import re
 from collections.abc import Collection
 from typing import Literal
 
 from torch import nn
 
-GRAPH_HEAD_PREFIXES = ("vision_graph.", "text_graph.", "fusion.", "classifier.", "graph_logit_scale", "knowledge_encoder.")
+GRAPH_HEAD_PREFIXES = ("vision_graph.", "text_graph.", "fusion.", "classifier.", "graph_logit_scale", "graph_logit_bias",
+                       "knowledge_encoder.")
 
-_TOWER_PATTERNS = (
-    ("text", re.compile(r"^clip\.text_model\.encoder\.layers\.(\d+)\.")),
-    ("vision", re.compile(r"^clip\.vision_model\.encoder\.layers\.(\d+)\.")),
-)
-_BOTTOM_PREFIXES = ("clip.text_model.embeddings.", "clip.vision_model.embeddings.", "clip.vision_model.pre_layrnorm.")
+DUAL_ENCODER_PREFIX = "clip."
+"""Where the dual encoder's parameters sit in a [`SlipModel`] (`model.clip`, whatever the family)."""
 
 
-def clip_layer_depth(name: str, num_text_layers: int, num_vision_layers: int) -> tuple[int, int]:
-    """`(depth, top)` of a CLIP parameter of a [`SlipModel`] (names start with `clip.`); see the module doc."""
-    for tower, pattern in _TOWER_PATTERNS:
-        match = pattern.match(name)
-        if match:
-            top = (num_text_layers if tower == "text" else num_vision_layers) + 1
-            return int(match.group(1)) + 1, top
-    is_text = name.startswith("clip.text_model.") or name == "clip.text_projection.weight"
-    top = (num_text_layers if is_text else num_vision_layers) + 1
-    if name.startswith(_BOTTOM_PREFIXES):
-        return 0, top
-    return top, top  # final norms, projections, logit_scale
+def clip_layer_depth(name: str, config) -> tuple[int, int]:
+    """`(depth, top)` of a dual-encoder parameter of a [`SlipModel`] (names start with `clip.`); see the module doc.
+
+    Args:
+        name: the parameter's name in the SLIP model.
+        config ([`SlipConfig`]): the model's config (its backbone names the layers).
+
+    Returns:
+        `(depth, top)`: the parameter's depth in its tower and the tower's top depth.
+    """
+    return config.backbone.layer_depth(name.removeprefix(DUAL_ENCODER_PREFIX), config.clip_config)
 
 
 def layer_lr_scale(levels_below_top: int, decay: float, direction: str) -> float:
@@ -78,9 +76,6 @@ def slip_parameter_groups(
     Returns:
         A list of `{"params", "lr", "weight_decay", "group_name"}` dicts, sorted by name, for `torch.optim`.
     """
-    clip_config = getattr(model.config, "clip_config", None)
-    num_text = clip_config.text_config.num_hidden_layers
-    num_vision = clip_config.vision_config.num_hidden_layers
     decay_names = set(decay_parameter_names)
     groups: dict[tuple[str, float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -88,11 +83,11 @@ def slip_parameter_groups(
             continue
         if name.startswith(GRAPH_HEAD_PREFIXES):
             label, lr = "graph_head", graph_lr
-        elif name.startswith("clip."):
-            depth, top = clip_layer_depth(name, num_text, num_vision)
+        elif name.startswith(DUAL_ENCODER_PREFIX):
+            depth, top = clip_layer_depth(name, model.config)
             label, lr = f"clip_top-{top - depth}", base_lr * layer_lr_scale(top - depth, layer_decay, direction)
         else:
-            raise ValueError(f"parameter {name!r} belongs to neither CLIP nor the graph head.")
+            raise ValueError(f"parameter {name!r} belongs to neither the dual encoder nor the graph head.")
         wd = weight_decay if (name in decay_names and param.ndim >= 2) else 0.0
         groups.setdefault((f"{label}{'_decay' if wd else ''}", lr, wd), []).append(param)
     return [
@@ -101,4 +96,4 @@ def slip_parameter_groups(
     ]
 
 
-__all__ = ["clip_layer_depth", "layer_lr_scale", "slip_parameter_groups"]
+__all__ = ["DUAL_ENCODER_PREFIX", "clip_layer_depth", "layer_lr_scale", "slip_parameter_groups"]

@@ -201,10 +201,15 @@ class PixelPipeline:
         return draw_crop_box(np.random.default_rng([self.seed, epoch, key]), height, width, self.scale, self.ratio,
                              self.flip_probability)
 
+    def _augmented_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size of an augmented crop: the processor's output (its crop, or the fixed size of a processor without one,
+        as SigLIP's), else the image's own."""
+        return self.crop_size or self.resize_to or (height, width)
+
     def _crop_one(self, image: torch.Tensor, box: "CropBox") -> torch.Tensor:
         """One image's crop: its square window resized to the crop size (bicubic, antialiased), maybe flipped."""
         square = image[None, :, box.top : box.top + box.side, box.left : box.left + box.side]
-        target = self.crop_size or tuple(image.shape[-2:])
+        target = self._augmented_size(*image.shape[-2:])
         if square.device.type != "cpu":
             square = square.float()
         crop = F.interpolate(square, size=target, mode="bicubic", antialias=True, align_corners=False)[0]
@@ -214,7 +219,7 @@ class PixelPipeline:
     def _crop_batch(self, batch: torch.Tensor, boxes: list["CropBox"]) -> torch.Tensor:
         """Every image's crop at once: `W_y X W_x^T` with per-sample resampling matrices (float32)."""
         height, width = batch.shape[-2:]
-        out_h, out_w = self.crop_size or (height, width)
+        out_h, out_w = self._augmented_size(height, width)
         device = batch.device
         tops, lefts, sides = (torch.tensor([getattr(b, name) for b in boxes], device=device) for name in ("top", "left", "side"))
         flips = torch.tensor([b.flip for b in boxes], device=device)

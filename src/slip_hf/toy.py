@@ -1,7 +1,7 @@
-"""A small, fully offline image-text graph and tiny CLIP, for tests, the smoke run and benchmarks.
+"""A small, fully offline image-text graph and tiny dual encoders (CLIP, SigLIP), for tests, the demo and benchmarks.
 
-Nothing here is downloaded: product images are rendered with PIL, the tokenizer is trained on the titles,
-and CLIP is built from a config with random weights.
+Nothing here is downloaded: product images are rendered with PIL, the tokenizer is trained on the titles with
+the family's conventions, and the dual encoder is built from a config with random weights.
 
 Generative model of the toy graph (after §5 of the SLIP paper): every node is an item of a *product line*
 (a latent shape + colour family inside a category). Each line has a *complement* line (a phone and its
@@ -13,12 +13,14 @@ import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from tokenizers import decoders as tokenizer_decoders
-from transformers import CLIPConfig, PreTrainedTokenizerFast
+from transformers import CLIPConfig, PreTrainedConfig, PreTrainedTokenizerFast, SiglipConfig
 
 from .data.synthetic import BRANDS, COLORS, SHAPES, render_product_image
 
 CATEGORIES = ("audio", "camera", "computer", "phone", "television", "gaming", "storage", "network")
 BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
+SIGLIP_EOS_TOKEN, SIGLIP_UNK_TOKEN = "</s>", "<unk>"
+FAMILIES = ("clip", "siglip")
 
 
 def power_law_edges(num_nodes: int, num_edges: int, exponent: float = 2.5, seed: int = 0) -> np.ndarray:
@@ -107,19 +109,31 @@ def make_toy_graph(
     return nodes, edges
 
 
-def train_toy_tokenizer(texts: list[str], vocab_size: int = 512, max_length: int = 16) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on `texts`, with CLIP's start/end tokens added around every text and
-    the end token doubling as padding (as OpenAI's CLIP tokenizer does)."""
+def train_toy_tokenizer(
+    texts: list[str], vocab_size: int = 512, max_length: int = 16, family: str = "clip"
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts`, with the family's special tokens: for `"clip"`, start and end
+    tokens around every text and the end token doubling as padding (as OpenAI's CLIP tokenizer does); for
+    `"siglip"`, an end token `</s>` after every text that doubles as padding, and no start token (as SigLIP's)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}.")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = tokenizer_decoders.ByteLevel()
+    special = [BOS_TOKEN, EOS_TOKEN] if family == "clip" else [SIGLIP_EOS_TOKEN, SIGLIP_UNK_TOKEN]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[BOS_TOKEN, EOS_TOKEN],
+        special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    if family == "siglip":
+        eos_id = tokenizer.token_to_id(SIGLIP_EOS_TOKEN)
+        tokenizer.post_processor = processors.TemplateProcessing(single=f"$A {SIGLIP_EOS_TOKEN}",
+                                                                 special_tokens=[(SIGLIP_EOS_TOKEN, eos_id)])
+        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=SIGLIP_EOS_TOKEN, pad_token=SIGLIP_EOS_TOKEN,
+                                       unk_token=SIGLIP_UNK_TOKEN, model_max_length=max_length)
     bos_id, eos_id = tokenizer.token_to_id(BOS_TOKEN), tokenizer.token_to_id(EOS_TOKEN)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A {EOS_TOKEN}", special_tokens=[(BOS_TOKEN, bos_id), (EOS_TOKEN, eos_id)]
@@ -166,7 +180,35 @@ def tiny_clip_config(
     )
 
 
-def write_tiny_clip_checkpoint(
+def tiny_siglip_config(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 4,
+) -> SiglipConfig:
+    """A small SigLIP config matching `tokenizer` (vocab, end/pad ids, positions = the padded length) for CPU
+    training from scratch. SigLIP has no projection: both towers are `hidden_size` wide."""
+    tower = {"hidden_size": hidden_size, "intermediate_size": 4 * hidden_size, "num_hidden_layers": num_layers,
+             "num_attention_heads": max(1, hidden_size // 32)}
+    return SiglipConfig(
+        text_config={**tower, "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length,
+                     "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={**tower, "image_size": image_size, "patch_size": patch_size},
+    )
+
+
+def tiny_dual_encoder_config(
+    tokenizer: PreTrainedTokenizerFast, family: str = "clip", hidden_size: int = 64, num_layers: int = 2,
+    image_size: int = 32, patch_size: int = 4,
+) -> PreTrainedConfig:
+    """[`tiny_clip_config`] (projection `hidden_size`) or [`tiny_siglip_config`], by `family`."""
+    if family == "siglip":
+        return tiny_siglip_config(tokenizer, hidden_size, num_layers, image_size, patch_size)
+    return tiny_clip_config(tokenizer, hidden_size, num_layers, image_size, patch_size, hidden_size)
+
+
+def write_tiny_checkpoint(
     directory: str,
     texts: list[str],
     image_size: int = 32,
@@ -177,36 +219,54 @@ def write_tiny_clip_checkpoint(
     vocab_size: int = 1024,
     max_length: int = 32,
     seed: int = 0,
+    family: str = "clip",
 ) -> str:
-    """A randomly initialised tiny CLIP saved like a hub checkpoint: weights, a tokenizer trained on `texts`,
-    and an image processor, so `SlipModel.from_clip(directory)` and `AutoTokenizer.from_pretrained(directory)`
-    follow the same path as for `openai/clip-vit-base-patch16`. Returns `directory`."""
-    import torch
-    from transformers import CLIPModel
+    """A randomly initialised tiny dual encoder saved like a hub checkpoint: weights, a tokenizer trained on `texts`
+    with the family's conventions, and the family's image processor, so `SlipModel.from_dual_encoder(directory)` and
+    `AutoTokenizer.from_pretrained(directory)` follow the same path as for `openai/clip-vit-base-patch16` or
+    `google/siglip2-base-patch16-224`. A SigLIP starts from the temperature and bias SigLIP is trained from
+    (log 10 and -10), as its pretrained checkpoints would have learned something like them. `projection_dim` is
+    CLIP's (SigLIP has no projection). Returns `directory`."""
+    import math
 
-    tokenizer = train_toy_tokenizer(texts, vocab_size=vocab_size, max_length=max_length)
-    config = tiny_clip_config(tokenizer, hidden_size, num_layers, image_size, patch_size, projection_dim)
+    import torch
+    from transformers import CLIPModel, SiglipModel
+
+    tokenizer = train_toy_tokenizer(texts, vocab_size=vocab_size, max_length=max_length, family=family)
     torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(directory)
+    if family == "siglip":
+        model = SiglipModel(tiny_siglip_config(tokenizer, hidden_size, num_layers, image_size, patch_size))
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(10.0))
+            model.logit_bias.fill_(-10.0)
+    else:
+        model = CLIPModel(tiny_clip_config(tokenizer, hidden_size, num_layers, image_size, patch_size, projection_dim))
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    toy_image_processor(image_size).save_pretrained(directory)
+    toy_image_processor(image_size, family).save_pretrained(directory)
     return directory
 
 
-def toy_image_processor(image_size: int = 32):
-    """A CLIP image processor (PIL backend, no torchvision needed) for `image_size` square images."""
-    from transformers import CLIPImageProcessorPil
+def toy_image_processor(image_size: int = 32, family: str = "clip"):
+    """The family's image processor (PIL backend, no torchvision needed) for `image_size` square images: CLIP's
+    (resize the shortest edge, centre crop) or SigLIP's (resize to the square, mean and std 0.5)."""
+    from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
 
+    if family == "siglip":
+        return SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     return CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
 
 
 __all__ = [
+    "FAMILIES",
     "make_toy_graph",
     "power_law_edges",
     "tiny_clip_config",
+    "tiny_dual_encoder_config",
+    "tiny_siglip_config",
     "toy_image_processor",
     "train_toy_tokenizer",
-    "write_tiny_clip_checkpoint",
+    "write_tiny_checkpoint",
 ]

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 import warnings
@@ -14,6 +15,7 @@ import torch
 from accelerate.data_loader import prepare_data_loader
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 from transformers.trainer_utils import seed_worker
 
 from .checkpoints import AtomicCheckpoints
@@ -148,6 +150,12 @@ class SlipTrainingArguments(TrainingArguments):
         metadata={"help": "Each process computes its own anchor rows against the global batch: O(local x global) "
                   "memory. False: every process computes all rows (O(global^2))."},
     )
+    logs_to: str = field(
+        default="terminal",
+        metadata={"help": "Where the Trainer's log lines ({'loss': ...}, {'eval_loss': ...}) go: 'terminal' (transformers' "
+                  "default, written between the progress bar's updates) or 'file': one JSON line each in the run's "
+                  "trainer_log.jsonl, the terminal keeping one progress bar per run (the demo and the ablations)."},
+    )
     retrieval_eval: bool = field(
         default=True,
         metadata={"help": "At each evaluation, also rank the eval split's image-text pairs (eval_mrr, eval_recall_at_k, "
@@ -167,6 +175,8 @@ class SlipTrainingArguments(TrainingArguments):
             )
             # torch says the same at every loader start, in a paragraph
             warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        if self.logs_to not in ("terminal", "file"):
+            raise ValueError(f"logs_to must be 'terminal' or 'file', got {self.logs_to!r}.")
         if self.batch_sampler not in ("graph", "uniform"):
             raise ValueError(f"batch_sampler must be 'graph' or 'uniform', got {self.batch_sampler!r}.")
         if self.global_graph_loss and not self.global_clip_loss:
@@ -271,6 +281,11 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
             callbacks=callbacks,
             **kwargs,
         )
+        if args.logs_to == "file":
+            self.remove_callback(PrinterCallback)
+            if self.pop_callback(ProgressCallback) is not None:
+                self.add_callback(BarOnlyProgressCallback)
+            self.add_callback(LogFileCallback)
         # SlipModel computes its loss from the batch alone; labels are optional.
         self.can_return_loss = True
         # running sums on the training device: adding a tensor there costs no host sync, `.item()` each step would
@@ -472,4 +487,24 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
         return self.optimizer
 
 
-__all__ = ["SlipTrainer", "SlipTrainingArguments", "apply_config_overrides"]
+class BarOnlyProgressCallback(ProgressCallback):
+    """transformers' progress bars without the log lines it writes between their updates (`--logs_to file`)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return
+
+
+class LogFileCallback(TrainerCallback):
+    """Appends each log line to `<output_dir>/trainer_log.jsonl` (`--logs_to file`); `trainer_state.json` keeps
+    them too."""
+
+    LOG_FILE = "trainer_log.jsonl"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, self.LOG_FILE), "a") as log_file:
+                log_file.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+__all__ = ["BarOnlyProgressCallback", "LogFileCallback", "SlipTrainer", "SlipTrainingArguments", "apply_config_overrides"]

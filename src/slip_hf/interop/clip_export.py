@@ -1,14 +1,17 @@
-"""A trained SLIP model as a plain CLIP checkpoint: what every tool that speaks CLIP loads.
+"""A trained SLIP model as a plain dual encoder of its backbone's own class: what every tool that speaks CLIP or
+SigLIP loads.
 
-Retrieval needs only the two towers, and SLIP's towers *are* a `CLIPModel` (`SlipModel.clip`). The export writes
-them with transformers' own classes, so the folder loads with
+Retrieval needs only the two towers, and SLIP's towers *are* a dual encoder of its family (`SlipModel.clip`: a
+`CLIPModel`, `MetaClip2Model` or `SiglipModel`). The export writes them with transformers' own classes, so the
+folder loads with
 
-* `CLIPModel.from_pretrained(out_dir)` / `AutoModel` (safetensors weights, `CLIPProcessor`, tokenizer and image
-  processor, also as `preprocessor_config.json` for older readers);
-* `pipeline("zero-shot-image-classification", model=out_dir)`;
-* `sentence_transformers.SentenceTransformer(out_dir)`: `modules.json` names sentence-transformers' CLIP module
-  at the folder's root (path `""`, as sentence-transformers 6 itself saves a CLIP model: one copy of the
-  weights serves both libraries), with `sentence_bert_config.json` and `config_sentence_transformers.json`;
+* `CLIPModel.from_pretrained(out_dir)` (or `SiglipModel`, `MetaClip2Model`) / `AutoModel` (safetensors weights, the
+  family's processor, tokenizer and image processor, also as `preprocessor_config.json` for older readers);
+* `pipeline("zero-shot-image-classification", model=out_dir)` (which pads SigLIP's texts to 64 itself);
+* `sentence_transformers.SentenceTransformer(out_dir)`: `modules.json` names a sentence-transformers module at the
+  folder's root (path `""`, as sentence-transformers 6 itself saves one: one copy of the weights serves both
+  libraries): its CLIP module for CLIP, its generic `Transformer` for the others, told to pad texts by the
+  backbone's rule (`processing_kwargs`); with `sentence_bert_config.json` and `config_sentence_transformers.json`;
 
 and gives exactly the embeddings of `SlipModel.get_image_features` / `get_text_features`. The graph head (GAT,
 fusion, classifier) is training-time structure and is left out; so is Structure-CLIP's knowledge encoder, which
@@ -25,7 +28,9 @@ from ..paths import require_folder
 from ..run_folder import SETTINGS_FILE, read_test_results, results_file
 
 SENTENCE_TRANSFORMERS_MODULE = "sentence_transformers.models.CLIPModel"
-"""The module type in `modules.json`: the name every sentence-transformers release since 2.0 resolves."""
+"""The module type in `modules.json` of a CLIP export: the name every sentence-transformers release since 2.0 resolves."""
+SENTENCE_TRANSFORMERS_GENERIC_MODULE = "sentence_transformers.base.modules.transformer.Transformer"
+"""The module type of the other families' exports: sentence-transformers 6's multimodal `Transformer`."""
 
 
 @dataclass
@@ -39,24 +44,26 @@ class ClipExport:
 
 
 def _load_source(model_dir: str):
-    """`(CLIPModel, SlipModel or None, model_type)` of a SLIP or plain CLIP checkpoint; a one-line error for
-    anything else."""
-    from transformers import AutoConfig, CLIPModel
+    """`(dual encoder, SlipModel or None, model_type)` of a SLIP checkpoint or a plain dual encoder of a supported
+    family; a one-line error for anything else."""
+    from transformers import AutoConfig
 
+    from ..backbones import backbone_for_model_type, supported_model_types
     from ..modeling_slip import SlipModel
 
     require_folder(model_dir, "model")
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{model_dir}: not a model checkpoint that can be exported as CLIP ({' '.join(str(error).split())[:160]}).") from None
+        raise ValueError(f"{model_dir}: not a model checkpoint that can be exported as a dual encoder ({' '.join(str(error).split())[:160]}).") from None
     if config.model_type == "slip":
         slip = SlipModel.from_pretrained(model_dir)
         return slip.clip, slip, "slip"
-    if config.model_type == "clip":
-        return CLIPModel.from_pretrained(model_dir), None, "clip"
+    if config.model_type in supported_model_types():
+        return backbone_for_model_type(config.model_type).model_class(config.model_type).from_pretrained(model_dir), None, config.model_type
     raise ValueError(
-        f"{model_dir} holds a `{config.model_type}` model: only SLIP and CLIP checkpoints have CLIP towers to export."
+        f"{model_dir} holds a `{config.model_type}` model: only SLIP checkpoints and dual encoders of the supported "
+        f"families ({', '.join(supported_model_types())}) have towers to export."
     )
 
 
@@ -68,10 +75,11 @@ def export_clip(
     dataset_id: str | None = None,
     widget_image: str | None = None,
 ) -> ClipExport:
-    """Write `model_dir`'s CLIP towers as a plain CLIP checkpoint in `out_dir` (see the module docstring).
+    """Write `model_dir`'s towers as a plain checkpoint of the backbone's own class in `out_dir` (`CLIPModel` for
+    CLIP, `SiglipModel` for SigLIP and SigLIP 2, `MetaClip2Model` for MetaCLIP 2; see the module docstring).
 
     Args:
-        model_dir: a SLIP (or CLIP) checkpoint folder with its tokenizer and image processor, e.g. the output of
+        model_dir: a SLIP (or plain dual encoder) checkpoint folder with its tokenizer and image processor, e.g. the output of
             `run_slip.py`.
         out_dir: the export folder (created; files of an earlier export are overwritten).
         slip_repo: where the SLIP model lives (a Hub id), for the card's link back; default: `model_dir`.
@@ -81,7 +89,7 @@ def export_clip(
 
     Returns:
         ClipExport: the export folder (`out_dir`), its `files`, the source model's type, and what of it was `left_out`
-            (the graph stacks, the fusion and the classifier, which a plain CLIP has no place for).
+            (the graph stacks, the fusion and the classifier, which a plain dual encoder has no place for).
 
     Example:
 
@@ -93,16 +101,20 @@ def export_clip(
     classify = pipeline("zero-shot-image-classification", model=str(export.out_dir))
     ```
     """
-    from transformers import AutoImageProcessor, AutoTokenizer, CLIPProcessor
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from ..backbones import backbone_for_config
 
     model_dir, out_dir = str(model_dir), Path(out_dir)
     clip, slip, source_type = _load_source(model_dir)
+    backbone = backbone_for_config(clip.config)
     left_out = []
     if slip is not None:
         left_out.append("the graph head (GAT stacks, fusion, category classifier): training-time structure, not used "
                         "by get_image_features / get_text_features")
         if slip.knowledge_encoder is not None:
-            left_out.append("Structure-CLIP's knowledge encoder: a plain CLIP cannot hold it; retrieval embeddings do "
+            left_out.append("Structure-CLIP's knowledge encoder: a plain dual encoder cannot hold it; retrieval embeddings do "
                             "not use it, so they are unchanged")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     image_processor = AutoImageProcessor.from_pretrained(model_dir)
@@ -110,22 +122,27 @@ def export_clip(
     tokenizer.model_max_length = min(tokenizer.model_max_length, positions)  # pipelines then truncate to the tower
     out_dir.mkdir(parents=True, exist_ok=True)
     clip.save_pretrained(out_dir)
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out_dir)
+    processor_class = getattr(transformers, backbone.processor_class)
+    processor_class(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out_dir)
     image_processor.save_pretrained(out_dir)  # preprocessor_config.json, for readers that predate processor_config.json
-    _write_sentence_transformers_files(out_dir, positions)
+    text_kwargs = backbone.tokenizer_kwargs(clip.config) if backbone.pads_to_max_length else None
+    _write_sentence_transformers_files(out_dir, positions, text_kwargs)
     card = export_card(model_dir, out_dir.name, slip_repo or model_dir, dataset_id, left_out, widget_image,
-                       getattr(slip.config if slip is not None else clip.config, "id2label", None))
+                       getattr(slip.config if slip is not None else clip.config, "id2label", None),
+                       type(clip).__name__, backbone.processor_class, text_kwargs)
     (out_dir / "README.md").write_text(card)
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     return ClipExport(out_dir, files, source_type, left_out)
 
 
-def _write_sentence_transformers_files(out_dir: Path, max_seq_length: int) -> None:
-    """`modules.json` (the CLIP module at the root), its `sentence_bert_config.json` and the model's
-    `config_sentence_transformers.json`, as sentence-transformers writes them for a CLIP model."""
-    (out_dir / "modules.json").write_text(json.dumps(
-        [{"idx": 0, "name": "0", "path": "", "type": SENTENCE_TRANSFORMERS_MODULE}], indent=2))
+def _write_sentence_transformers_files(out_dir: Path, max_seq_length: int, text_kwargs: dict | None) -> None:
+    """`modules.json` (the module at the root), its `sentence_bert_config.json` and the model's
+    `config_sentence_transformers.json`, as sentence-transformers writes them: its CLIP module for a CLIP, its
+    generic `Transformer` told to tokenize by `text_kwargs` (SigLIP's padding to `max_length`) otherwise."""
+    module = SENTENCE_TRANSFORMERS_MODULE if text_kwargs is None else SENTENCE_TRANSFORMERS_GENERIC_MODULE
+    (out_dir / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": module}], indent=2))
     (out_dir / "sentence_bert_config.json").write_text(json.dumps({
+        **({"processing_kwargs": {"text": text_kwargs}} if text_kwargs is not None else {}),
         "max_seq_length": max_seq_length,
         "transformer_task": "feature-extraction",
         "modality_config": {
@@ -140,7 +157,8 @@ def _write_sentence_transformers_files(out_dir: Path, max_seq_length: int) -> No
 
 
 def export_card(model_dir: str, name: str, slip_repo: str, dataset_id: str | None, left_out: list[str],
-                widget_image: str | None, id2label: dict | None) -> str:
+                widget_image: str | None, id2label: dict | None, model_class: str = "CLIPModel",
+                processor_class: str = "CLIPProcessor", text_kwargs: dict | None = None) -> str:
     """The export's model card: how to load it in each library, where it comes from, and the SLIP model's
     measured test metrics (from its `test_results.json`) when the run wrote them."""
     from huggingface_hub import ModelCardData
@@ -161,7 +179,7 @@ def export_card(model_dir: str, name: str, slip_repo: str, dataset_id: str | Non
     widget = [{"src": widget_image, "candidate_labels": ", ".join(labels)}] if widget_image and labels else None
     data = ModelCardData(
         license="apache-2.0", library_name="transformers", pipeline_tag="zero-shot-image-classification",
-        tags=["clip", "sentence-transformers", "slip", "vision-language", "co-purchase"],
+        tags=[model_class.removesuffix("Model").lower(), "sentence-transformers", "slip", "vision-language", "co-purchase"],
         base_model=slip_repo if "/" in slip_repo and not os.path.exists(slip_repo) else None,
         datasets=[dataset_id] if dataset_id and "/" in dataset_id and not os.path.exists(dataset_id) else None,
         widget=widget,
@@ -174,8 +192,9 @@ def export_card(model_dir: str, name: str, slip_repo: str, dataset_id: str | Non
 # {name}
 
 The CLIP towers of the SLIP model `{slip_repo}`, trained with `slip_hf` on
-{f"`{dataset_id}`" if dataset_id else "a co-purchase graph"}, as a plain `CLIPModel`. Any tool that loads CLIP loads
-it, and the embeddings are exactly those of the SLIP model's `get_image_features` / `get_text_features`.
+{f"`{dataset_id}`" if dataset_id else "a co-purchase graph"}, as a plain `{model_class}`. Any tool that loads it loads
+the towers, and the embeddings are exactly those of the SLIP model's `get_image_features` / `get_text_features`.
+{_padding_note(text_kwargs)}
 {metrics}
 ```python
 from transformers import pipeline
@@ -186,8 +205,9 @@ from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("{name}")
 image_embeddings, text_embeddings = model.encode([image]), model.encode(["usb charger"])
 
-from transformers import CLIPModel, CLIPProcessor
-model, processor = CLIPModel.from_pretrained("{name}"), CLIPProcessor.from_pretrained("{name}")
+from transformers import {model_class}, {processor_class}
+model, processor = {model_class}.from_pretrained("{name}"), {processor_class}.from_pretrained("{name}")
+text_inputs = processor(text=["usb charger"], {_processor_text_args(text_kwargs)}return_tensors="pt")
 ```
 
 Left out of the SLIP model:{left or " nothing."}
@@ -197,4 +217,17 @@ The graph-aware parts (node embeddings Z, link prediction) need the SLIP model i
 """
 
 
-__all__ = ["ClipExport", "SENTENCE_TRANSFORMERS_MODULE", "export_card", "export_clip"]
+def _padding_note(text_kwargs: dict | None) -> str:
+    if text_kwargs is None:
+        return ""
+    return (f"\nIts text tower was trained on texts padded to {text_kwargs['max_length']} tokens and pools the last position: "
+            f"tokenize with `padding=\"max_length\", max_length={text_kwargs['max_length']}`, or the vectors differ.\n")
+
+
+def _processor_text_args(text_kwargs: dict | None) -> str:
+    if text_kwargs is None:
+        return "padding=True, "
+    return f'padding="max_length", max_length={text_kwargs["max_length"]}, truncation=True, '
+
+
+__all__ = ["ClipExport", "SENTENCE_TRANSFORMERS_GENERIC_MODULE", "SENTENCE_TRANSFORMERS_MODULE", "export_card", "export_clip"]

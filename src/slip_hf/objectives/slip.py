@@ -1,5 +1,5 @@
-"""SLIP's objectives (Eq. 1, 5, 6): CLIP's InfoNCE, the structural contrastive loss over graph neighbours,
-and the auxiliary category loss. The math lives in `slip_hf.losses`; these wrap it for one process or the
+"""SLIP's objectives (Eq. 1, 5, 6): the backbone's image-text loss (CLIP's InfoNCE, SigLIP's sigmoid), the
+structural contrastive loss over graph neighbours, and the auxiliary category loss. The math lives in `slip_hf.losses`; these wrap it for one process or the
 global batch of several."""
 
 import math
@@ -7,7 +7,13 @@ import math
 import torch
 
 from ..graph_masks import edge_weight_matrix, hop_positive_mask
-from ..losses import auxiliary_classification_loss, clip_contrastive_loss, structural_contrastive_loss
+from ..losses import (
+    auxiliary_classification_loss,
+    clip_contrastive_loss,
+    sigmoid_contrastive_loss,
+    structural_contrastive_loss,
+    structural_sigmoid_loss,
+)
 from .base import ForwardState, Objective
 
 # CLIP caps its temperature at 1/100; the structural loss uses the same ceiling.
@@ -15,13 +21,21 @@ MAX_GRAPH_LOGIT_SCALE = math.log(100.0)
 
 
 class ClipObjective(Objective):
-    """Symmetric InfoNCE between the images and texts of the batch (Eq. 1); weight `lambda_clip` (1)."""
+    """The backbone's own image-text loss over the batch (global under `accelerate launch`); weight `lambda_clip` (1).
+
+    CLIP and MetaCLIP 2: the symmetric InfoNCE of Eq. 1. SigLIP and SigLIP 2: the pairwise sigmoid loss with the
+    learned bias (`slip_hf.losses.sigmoid_contrastive_loss`); with several processes this process's texts are
+    scored against the images of every process, so each image-text pair of the global batch is counted once
+    (the role of open_clip's exchange of negatives between neighbours in `SigLipLoss`)."""
 
     name = "clip"
     report_when_off = True
 
     def __call__(self, state: ForwardState) -> torch.Tensor:
-        loss = clip_contrastive_loss(state.logits_per_image, state.logits_per_text, targets=state.anchors)
+        if state.model.backbone.base_loss == "sigmoid":
+            loss = sigmoid_contrastive_loss(state.logits_per_text, targets=state.anchors)
+        else:
+            loss = clip_contrastive_loss(state.logits_per_image, state.logits_per_text, targets=state.anchors)
         return loss * state.share if state.anchors is not None else loss
 
 
@@ -36,7 +50,9 @@ class GraphObjective(Objective):
         \tfrac12\left[\mathcal{L}_5(Z) + \tfrac12\left(\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)\right)\right] & \texttt{both}
         \end{cases}
 
-    with one mask :math:`M^+` and one temperature. With `config.weights_positives`, each positive weighs its
+    with one mask :math:`M^+` and one temperature. `config.graph_loss_form="sigmoid"` replaces Eq. 5 by its pairwise
+    sigmoid form (`slip_hf.losses.structural_sigmoid_loss`, with the learned bias `graph_logit_bias`). With
+    `config.weights_positives`, each positive weighs its
     edge's `edge_weight` (recency / count, `slip_hf.positive_weights`). Reports `num_positive_pairs` (|M+| of the
     batch, or the sum of the weights). `None` when the graph path is off."""
 
@@ -68,6 +84,12 @@ class GraphObjective(Objective):
         scale = state.model.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp()
 
         def eq5(embeds: torch.Tensor) -> torch.Tensor:
+            if config.graph_loss_form == "sigmoid":
+                return structural_sigmoid_loss(
+                    embeds if anchors is None else embeds[anchors], mask, scale, state.model.graph_logit_bias,
+                    key_embeds=None if anchors is None else embeds, self_index=anchors,
+                    num_rows=None if anchors is None else embeds.size(0),
+                )
             return structural_contrastive_loss(
                 embeds if anchors is None else embeds[anchors], mask, scale, key_embeds=None if anchors is None else embeds,
                 self_index=anchors, exclude_self=config.graph_loss_exclude_self, eps=config.graph_loss_eps,

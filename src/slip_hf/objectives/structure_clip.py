@@ -131,7 +131,7 @@ class StructureClipNegClipObjective(StructureClipObjective):
     def __call__(self, state: ForwardState) -> torch.Tensor:
         negatives = state.cached("structure_clip_negatives", lambda: _negative_embeds(state))
         valid_all = state.gather(state.inputs["negative_mask"].long()).bool()
-        scale = state.model.clip.logit_scale.exp()
+        scale = state.model.backbone.logit_scale(state.model.clip).exp()
         rows = state.anchors if state.anchors is not None else torch.arange(state.image_all.size(0), device=valid_all.device)
         extra = (scale * (state.image_all[rows].float() @ state.gather(negatives).float().T)).float().masked_fill(
             ~valid_all[None, :], torch.finfo(torch.float32).min

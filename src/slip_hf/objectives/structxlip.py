@@ -141,36 +141,39 @@ def masked_cosine_distance(embeds_a: torch.Tensor, embeds_b: torch.Tensor, valid
     return (1 - cosine).sum() / total
 
 
-def _edge_outputs(state: ForwardState) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(edge embeds (b, d), region embeds (b, R*R, d))`, both l2-normalised, from one vision forward."""
+def _edge_outputs(state: ForwardState) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`(edge embeds (b, d), region embeds (b, R*R, d) or None)`, both l2-normalised, from one vision forward.
+    Region embeddings need a backbone that projects patch tokens (CLIP's family); the others give `None`."""
     model, grid = state.model, state.model.config.structxlip_num_regions
-    vision = model.clip.vision_model(pixel_values=state.inputs["edge_pixel_values"])
-    edge_embeds = model.clip.visual_projection(vision.pooler_output)
-    patches = vision.last_hidden_state[:, 1:]  # (b, P, H), the class token dropped
+    backbone = model.backbone
+    edge_embeds, patches = backbone.vision_tokens(model.clip, state.inputs["edge_pixel_values"])  # patches (b, P, H)
+    if not backbone.supports_token_embeddings:
+        return F.normalize(edge_embeds, dim=-1), None
     side = round(patches.size(1) ** 0.5)
     patches = patches.transpose(1, 2).reshape(patches.size(0), -1, side, side)
     regions = F.adaptive_avg_pool2d(patches, grid).flatten(2).transpose(1, 2)  # (b, R*R, H)
-    region_embeds = model.clip.visual_projection(model.clip.vision_model.post_layernorm(regions))
+    region_embeds = backbone.project_patch_tokens(model.clip, regions)
     return F.normalize(edge_embeds, dim=-1), F.normalize(region_embeds, dim=-1)
 
 
-def _structure_text_outputs(state: ForwardState) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(filtered-caption embeds (b, d), chunk embeds (b, C, d))`, l2-normalised, from one text forward.
+def _structure_text_outputs(state: ForwardState) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`(filtered-caption embeds (b, d), chunk embeds (b, C, d) or None)`, l2-normalised, from one text forward.
 
     A chunk is the softmax(token norm)-weighted mean of its token states (weights without gradient, as in the
-    reference), projected by the text projection."""
+    reference), projected by the text projection (CLIP's family; `None` for the others)."""
     model = state.model
-    text = model.clip.text_model(
-        input_ids=state.inputs["structure_input_ids"], attention_mask=state.inputs.get("structure_attention_mask")
-    )
-    caption_embeds = model.clip.text_projection(text.pooler_output)
-    hidden = text.last_hidden_state  # (b, L, H), after the final layer norm
+    backbone = model.backbone
+    caption_embeds, hidden = backbone.text_tokens(
+        model.clip, state.inputs["structure_input_ids"], state.inputs.get("structure_attention_mask")
+    )  # hidden (b, L, H), after the final layer norm
+    if not backbone.supports_token_embeddings:
+        return F.normalize(caption_embeds, dim=-1), None
     member = state.inputs["structure_chunk_mask"].to(hidden.device).bool()  # (b, C, L)
     with torch.no_grad():
         scores = hidden.float().norm(dim=-1).unsqueeze(1).expand(-1, member.size(1), -1)
         weights = torch.softmax(scores.masked_fill(~member, float("-inf")), dim=-1).nan_to_num(0.0)
     chunks = torch.einsum("bcl,blh->bch", weights.to(hidden.dtype), hidden)
-    chunk_embeds = model.clip.text_projection(chunks)
+    chunk_embeds = backbone.project_text_tokens(model.clip, chunks)
     return F.normalize(caption_embeds, dim=-1), F.normalize(chunk_embeds, dim=-1)
 
 
@@ -198,7 +201,7 @@ class StructXlipGlobalObjective(StructXlipObjective):
         edge_embeds, _ = state.cached("structxlip_edges", lambda: _edge_outputs(state))
         caption_embeds, _ = state.cached("structxlip_texts", lambda: _structure_text_outputs(state))
         valid = _valid_items(state)
-        scale = state.model.clip.logit_scale.detach().exp()
+        scale = state.model.backbone.logit_scale(state.model.clip).detach().exp()
         if not state.distributed:
             return masked_symmetric_info_nce(edge_embeds, caption_embeds, valid, scale)
         valid_all = state.gather(valid.long()).bool()
@@ -218,7 +221,7 @@ class StructXlipLocalObjective(StructXlipObjective):
         _, region_embeds = state.cached("structxlip_edges", lambda: _edge_outputs(state))
         _, chunk_embeds = state.cached("structxlip_texts", lambda: _structure_text_outputs(state))
         config = state.model.config
-        scale = (state.model.clip.logit_scale.exp() / config.structxlip_chunk_tau).clamp(max=MAX_CHUNK_LOGIT_SCALE)
+        scale = (state.model.backbone.logit_scale(state.model.clip).exp() / config.structxlip_chunk_tau).clamp(max=MAX_CHUNK_LOGIT_SCALE)
         chunk_valid = state.inputs["structure_chunk_mask"].bool().any(dim=-1) & _valid_items(state)[:, None]
         region_valid = state.inputs["edge_region_mask"].bool() & state.inputs["edge_mask"].bool()[:, None]
         if not state.distributed:
