@@ -20,7 +20,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .backbones import backbone_for_config
+from .backbones import backbone_for_config, backbone_for_model_type
 from .configuration_slip import SlipConfig
 from .distributed import GlobalBatch, gather_rows, rank_and_world_size, sum_over_processes
 from .graph_masks import symmetric_simple_edges
@@ -332,8 +332,7 @@ class SlipModel(SlipPreTrainedModel):
             model_type = AutoConfig.from_pretrained(name_or_path).model_type
             if model_type == SlipConfig.model_type:
                 raise ValueError(f"{name_or_path} is a SLIP model already: load it with SlipModel.from_pretrained.")
-            backbone = backbone_for_config(AutoConfig.for_model(model_type))
-            encoder = backbone.model_class(model_type).from_pretrained(name_or_path)
+            encoder = backbone_for_model_type(model_type).model_class(model_type).from_pretrained(name_or_path)
         backbone_for_config(encoder.config)  # a supported family, or one line that names them
         config = SlipConfig(clip_config=encoder.config, **slip_kwargs)
         model = cls(config)
