@@ -22,6 +22,9 @@ person deletes it (transformers issues 35525 and 35782). slip_hf saves different
    does not count.
 3. The final model of a run ([`save_final_model`]) is also written into a staging folder and each file moved
    into the run folder with an atomic rename: a kill leaves the previous file or the new one, never half of it.
+4. A checkpoint or final model that finds the device full or over quota raises `slip_hf.faults.DiskFull` (one
+   line: what, where, needed against free, the newest complete checkpoint, the command that resumes), its staged
+   folder removed; the checkpoints before it stay complete.
 """
 
 import json
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from .faults import disk_full, folder_bytes, is_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +250,18 @@ class AtomicCheckpoints:
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging, final = run_dir / f"{STAGING_PREFIX}{name}", run_dir / name
         main = self.args.should_save
+        try:
+            self._save_staged_checkpoint(model, trial, run_dir, name, staging, final, main)
+        except (OSError, RuntimeError) as error:
+            needed = _checkpoint_bytes(run_dir, self.model)
+            if not is_disk_full(error, run_dir, needed):
+                raise
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise disk_full(f"checkpoint {name}", run_dir, needed, run_dir) from error
+
+    def _save_staged_checkpoint(self, model: Any, trial: Any, run_dir: Path, name: str, staging: Path, final: Path,
+                                main: bool) -> None:
         if main:
             shutil.rmtree(staging, ignore_errors=True)  # what a killed attempt at this step left
             staging.mkdir(parents=True)
@@ -271,22 +288,38 @@ class AtomicCheckpoints:
         self.accelerator.wait_for_everyone()
 
 
+def _checkpoint_bytes(run_dir: Path, model: Any) -> int:
+    """What a checkpoint of this run takes: the newest complete one's size, or the weights and AdamW's two moments."""
+    newest = folder_bytes(last_complete_checkpoint(run_dir, warn=False))
+    if newest:
+        return newest
+    return 3 * sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+
+
 def save_final_model(trainer: Any, output_dir: str | os.PathLike) -> None:
     """`trainer.save_model(output_dir)`, with each file written into a staging folder first and renamed into
-    `output_dir`: a kill leaves each file as it was or whole."""
+    `output_dir`: a kill leaves each file as it was or whole, and a full disk is one [`DiskFull`] line (the staged
+    files removed)."""
     output_dir = Path(output_dir)
     staging = output_dir / f"{STAGING_PREFIX}model"
     main = trainer.args.should_save
-    if main:
+    try:
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(staging))
+        if main:
+            for path in sorted(p for p in staging.iterdir() if p.is_file()):
+                _fsync(path)
+                os.replace(path, output_dir / path.name)
+            _fsync(output_dir)
+            shutil.rmtree(staging)
+    except (OSError, RuntimeError) as error:
+        needed = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+        if not is_disk_full(error, output_dir, needed):
+            raise
         shutil.rmtree(staging, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))
-    if main:
-        for path in sorted(p for p in staging.iterdir() if p.is_file()):
-            _fsync(path)
-            os.replace(path, output_dir / path.name)
-        _fsync(output_dir)
-        shutil.rmtree(staging)
+        raise disk_full("the final model", output_dir, needed, output_dir) from error
     trainer.accelerator.wait_for_everyone()
 
 

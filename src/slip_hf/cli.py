@@ -675,13 +675,21 @@ def user_error_line(error: BaseException) -> str | None:
     * the same raised inside a DataLoader worker (torch re-raises it with the worker's whole traceback as the
       message): the worker's number and the original message (e.g. a corrupt image, with its node id);
     * a DataLoader worker that died (killed by the kernel for lack of memory, a segfault in a decoder): what
-      happened and what to change.
+      happened and what to change;
+    * a full disk or quota (`ENOSPC`, `EDQUOT`): what was being written, the space free and what to run next
+      (`slip_hf.faults.DiskFull` already says so, with the newest checkpoint and the resume command).
     """
+    from .faults import DiskFull, free_bytes, is_disk_full
+
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     if isinstance(error, RuntimeError) and "DataLoader worker (pid" in text:
         return (f"a data worker died ({' '.join(text.split())}); most often the machine ran out of memory: lower "
                 "--dataloader_num_workers, --dataloader_prefetch_factor or the batch size (the kernel log, `dmesg`, says "
                 "what killed it)")
+    if is_disk_full(error) and not isinstance(error, DiskFull):  # also from writers that raise no OSError
+        where = getattr(error, "filename", None) or "a file"
+        free = f"{free_bytes(where) / 2**20:,.1f} MB free; " if where != "a file" else ""
+        return f"no space left on the device writing {where} ({free}{' '.join(str(error).split())[:200]}); free some space, then run the same command again"
     if not isinstance(error, USER_ERRORS):
         return None
     worker = _WORKER_ERROR.match(text)
@@ -701,8 +709,14 @@ def run_command(name: str, argv: Sequence[str], prog: str | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("SLIP_HF_DEBUG", "") not in ("", "0")
     argv = [arg for arg in argv if arg != "--debug"]
     prog = prog or f"slip-hf {name}"
+    from .faults import Preempted
+
     try:
         return COMMANDS[name](argv, prog) if name in _TAKES_PROG else COMMANDS[name](argv)
+    except Preempted as notice:  # not an error: the run saved its checkpoint and stops, as asked
+        if os.environ.get("RANK", "0") == "0":  # one line for the job, from its main process
+            print(f"{prog}: {notice}", file=sys.stderr)
+        return notice.exit_code
     except Exception as error:  # noqa: BLE001 - classified below; bugs are re-raised with their traceback
         line = user_error_line(error)
         if debug or line is None:

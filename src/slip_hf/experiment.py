@@ -234,6 +234,9 @@ def run_experiment(
             stale.with_suffix(".md").unlink(missing_ok=True)
         (output_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
     train_output = trainer.train(resume_from_checkpoint=resume)
+    preempted = trainer.preemption.preempted(output_dir)
+    if preempted is not None:  # a notice: the checkpoint is saved, the rest of the run is the resumed run's
+        raise preempted
     save_final_model(trainer, output_dir)
     trainer.save_state()
     image_processor.save_pretrained(str(output_dir))

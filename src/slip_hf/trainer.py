@@ -20,6 +20,7 @@ from transformers.trainer_utils import seed_worker
 
 from .checkpoints import AtomicCheckpoints
 from .distributed import GlobalBatch, global_batch_edge_index
+from .faults import PreemptionNotice, WorkerIgnoringNotice
 from .evaluation.retrieval import retrieval_metrics
 from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
 from .objectives import OBJECTIVES, ObjectiveWeightSchedule, batch_preparers
@@ -150,6 +151,12 @@ class SlipTrainingArguments(TrainingArguments):
         metadata={"help": "Each process computes its own anchor rows against the global batch: O(local x global) "
                   "memory. False: every process computes all rows (O(global^2))."},
     )
+    save_on_signal: str | None = field(
+        default=None,
+        metadata={"help": "A signal that, like SIGTERM (always caught), finishes the current step, saves a complete "
+                  "checkpoint and stops the run with exit code 128 + the signal's number: e.g. SIGUSR1 for SLURM's "
+                  "--signal=USR1@120. Resume with --resume_from_checkpoint True."},
+    )
     logs_to: str = field(
         default="terminal",
         metadata={"help": "Where the Trainer's log lines ({'loss': ...}, {'eval_loss': ...}) go: 'terminal' (transformers' "
@@ -175,6 +182,10 @@ class SlipTrainingArguments(TrainingArguments):
             )
             # torch says the same at every loader start, in a paragraph
             warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        if self.save_on_signal is not None:
+            from .faults import signal_number
+
+            signal_number(self.save_on_signal)  # a one-line error now, not at the first step
         if self.logs_to not in ("terminal", "file"):
             raise ValueError(f"logs_to must be 'terminal' or 'file', got {self.logs_to!r}.")
         if self.batch_sampler not in ("graph", "uniform"):
@@ -264,6 +275,8 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
             preparers = batch_preparers(model.config, processing_class, image_processor) if model is not None else []
             data_collator = SlipDataCollator(graph, tokenizer=processing_class, preparers=preparers)
         callbacks = list(callbacks or [])
+        self.preemption = PreemptionNotice([args.save_on_signal] if args.save_on_signal else [])
+        callbacks.append(self.preemption)
         if args.early_stopping_patience is not None:
             callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
         if args.objective_schedule:
@@ -322,7 +335,8 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
     def _loader_options(self) -> dict[str, Any]:
         """The `DataLoader` settings of `TrainingArguments`, as `Trainer` passes them: workers seeded per worker
         and per rank (`seed_worker(worker_id, num_workers, rank)`, transformers 5's signature), pinned memory on
-        CUDA, persistent workers, prefetch factor, start method and order."""
+        CUDA, persistent workers, prefetch factor, start method and order. Workers ignore the preemption notice's
+        signals, which a scheduler may send to the whole process group: the main process finishes the step."""
         args, workers = self.args, self.args.dataloader_num_workers
         options: dict[str, Any] = {"num_workers": workers, "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available()}
         if not args.dataloader_in_order:  # DataLoader's `in_order` exists from torch 2.6 on; True is its default
@@ -332,7 +346,8 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
                 persistent_workers=args.dataloader_persistent_workers,
                 prefetch_factor=args.dataloader_prefetch_factor,
                 multiprocessing_context=args.dataloader_multiprocessing_context,
-                worker_init_fn=functools.partial(seed_worker, num_workers=workers, rank=args.process_index),
+                worker_init_fn=WorkerIgnoringNotice(
+                    functools.partial(seed_worker, num_workers=workers, rank=args.process_index), self.preemption.numbers),
             )
         return options
 

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..faults import disk_full, is_disk_full
 from ..paths import require_folder
 from ..run_folder import SETTINGS_FILE, read_test_results, results_file
 
@@ -120,17 +121,23 @@ def export_clip(
     image_processor = AutoImageProcessor.from_pretrained(model_dir)
     positions = clip.config.text_config.max_position_embeddings
     tokenizer.model_max_length = min(tokenizer.model_max_length, positions)  # pipelines then truncate to the tower
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clip.save_pretrained(out_dir)
-    processor_class = getattr(transformers, backbone.processor_class)
-    processor_class(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out_dir)
-    image_processor.save_pretrained(out_dir)  # preprocessor_config.json, for readers that predate processor_config.json
     text_kwargs = backbone.tokenizer_kwargs(clip.config) if backbone.pads_to_max_length else None
-    _write_sentence_transformers_files(out_dir, positions, text_kwargs)
     card = export_card(model_dir, out_dir.name, slip_repo or model_dir, dataset_id, left_out, widget_image,
                        getattr(slip.config if slip is not None else clip.config, "id2label", None),
                        type(clip).__name__, backbone.processor_class, text_kwargs)
-    (out_dir / "README.md").write_text(card)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clip.save_pretrained(out_dir)
+        processor_class = getattr(transformers, backbone.processor_class)
+        processor_class(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out_dir)
+        image_processor.save_pretrained(out_dir)  # preprocessor_config.json, for readers that predate processor_config.json
+        _write_sentence_transformers_files(out_dir, positions, text_kwargs)
+        (out_dir / "README.md").write_text(card)
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        raise disk_full("the export", out_dir, sum(p.numel() * p.element_size() for p in clip.parameters()),
+                        then="run the same command again") from error
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     return ClipExport(out_dir, files, source_type, left_out)
 
