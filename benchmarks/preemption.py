@@ -13,6 +13,7 @@ set terminationGracePeriodSeconds: 120), SLURM's `--signal=TERM@<seconds>` whate
 """
 
 import argparse
+import itertools
 import json
 import signal
 import statistics
@@ -77,7 +78,7 @@ def measure(model: str, dataset: Path, output_dir: Path, batch: int, after: int)
     checkpoint = max(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return {
         "exit_code": process.returncode, "signal_to_exit_s": seconds,
-        "step_s": statistics.median(b - a for a, b in zip(stamps, stamps[1:])) if len(stamps) > 1 else None,
+        "step_s": statistics.median(b - a for a, b in itertools.pairwise(stamps)) if len(stamps) > 1 else None,
         "checkpoint_mb": sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file()) / 2**20,
     }
 

@@ -107,6 +107,10 @@ def test_every_family_names_its_classes_and_its_padding_rule():
     assert BACKBONES["siglip"].tokenizer_kwargs(siglip) == {"padding": "max_length", "truncation": True, "max_length": 64}
     assert BACKBONES["clip"].tokenizer_kwargs(CLIPConfig())["padding"] == "longest"
     assert SlipConfig(clip_config=siglip).projection_dim == 32 and SlipConfig(clip_config=siglip).backbone.base_loss == "sigmoid"
+    # the structural loss takes the backbone's form unless told otherwise
+    assert SlipConfig(clip_config=siglip).resolved_graph_loss_form == "sigmoid"
+    assert SlipConfig().resolved_graph_loss_form == "infonce"
+    assert SlipConfig(clip_config=siglip, graph_loss_form="infonce").resolved_graph_loss_form == "infonce"
 
 
 # ---- the base loss follows the backbone --------------------------------------------------------------------------
@@ -327,7 +331,7 @@ def test_a_slip_model_saved_by_0_3_0_loads_unchanged_and_computes_the_same_outpu
     model, info = SlipModel.from_pretrained(folder, output_loading_info=True)
     assert not any(info.values()), info  # nothing missing, unexpected or mismatched
     assert type(model.clip) is CLIPModel and model.config.backbone.family == "clip"
-    assert model.config.graph_loss_form == "infonce"  # the field 0.3.0 did not have takes 0.3.0's behaviour
+    assert model.config.resolved_graph_loss_form == "infonce"  # the field 0.3.0 did not have takes 0.3.0's behaviour
     expected = load_file(str(folder / "expected_outputs.safetensors"))
     inputs = {key: expected[key] for key in ("input_ids", "pixel_values", "edge_index", "labels")}
     with torch.no_grad():

@@ -190,6 +190,23 @@ def test_demo_end_to_end_at_toy_size(tmp_path, capsys):
         assert (tmp_path / name).is_file(), name
     with Image.open(tmp_path / "similarity_by_hop.png") as figure:
         assert figure.size[0] > 800  # two panels side by side
+    # the Trainer's log lines went to each run's file, not between the demo's own lines
+    captured = printed + capsys.readouterr().err
+    assert "{'loss'" not in captured and "{'eval_loss'" not in captured
+    logged = [json.loads(line) for line in (tmp_path / "runs" / "slip-seed0" / "trainer_log.jsonl").read_text().splitlines()]
+    assert any("loss_graph" in entry for entry in logged) and any("eval_mrr" in entry for entry in logged)
+
+
+def test_demo_on_a_siglip_backbone_at_toy_size(tmp_path, capsys):
+    from slip_hf.demo import DemoConfig, run_demo
+
+    config = DemoConfig(out_dir=str(tmp_path), seeds=[0], num_bundles=10, image_size=16, hidden_size=32, num_layers=1,
+                        epochs=1, batch_size=32, backbone="siglip")
+    result = run_demo(config)
+    assert set(result["runs"]) == {"SigLIP (fine-tuned)", "SLIP on SigLIP (graph + aux)"}
+    assert json.loads((tmp_path / "siglip-init" / "config.json").read_text())["model_type"] == "siglip"
+    assert "| SLIP on SigLIP (graph + aux) (1 run) |" in capsys.readouterr().out
+    assert (tmp_path / "demo-siglip_results.md").is_file()
 
 
 def test_ablation_tables_have_the_papers_rows(graph_dataset_dir, tiny_clip_checkpoint, tmp_path):

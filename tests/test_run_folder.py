@@ -124,3 +124,14 @@ def test_run_status_of_folders(tmp_path):
     (tmp_path / "trainer_state.json").write_text("{}")
     assert run_status(tmp_path, settings) == "finished"
     assert changed_settings(settings, {**settings, "world_size": 2, "model": {}}) == ["baseline: 'slip' → 'unset'", "world_size: 1 → 2"]
+
+
+def test_a_run_folder_of_0_3_is_the_same_run_as_one_with_the_settings_added_since():
+    from slip_hf.run_folder import changed_settings
+
+    recorded = {"model": {"graph_loss_on": "z"}, "data": {}, "training": {"seed": 0}, "world_size": 1}
+    current = {"model": {"graph_loss_on": "z", "graph_loss_form": "auto"}, "data": {},
+               "training": {"seed": 0, "logs_to": "file", "save_on_signal": "SIGUSR1"}, "world_size": 1}
+    assert changed_settings(recorded, current) == []
+    current["model"]["graph_loss_form"] = "sigmoid"
+    assert changed_settings(recorded, current) == ["graph_loss_form: 'auto' → 'sigmoid'"]

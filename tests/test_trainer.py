@@ -162,8 +162,11 @@ def test_unknown_scheduled_objective_is_rejected(tmp_path):
 
 def test_loaders_take_every_worker_setting_and_seed_each_worker_by_rank(tmp_path, slip_config, processed_nodes, node_graph):
     import functools
+    import signal
 
     from transformers.trainer_utils import seed_worker
+
+    from slip_hf.faults import WorkerIgnoringNotice
 
     args = _args(tmp_path, dataloader_num_workers=2, dataloader_persistent_workers=True, dataloader_prefetch_factor=3,
                  dataloader_multiprocessing_context="fork", per_device_eval_batch_size=64)
@@ -171,8 +174,10 @@ def test_loaders_take_every_worker_setting_and_seed_each_worker_by_rank(tmp_path
                           eval_dataset=processed_nodes)
     loader = trainer.get_train_dataloader()
     assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 3)
-    assert isinstance(loader.worker_init_fn, functools.partial) and loader.worker_init_fn.func is seed_worker
-    assert loader.worker_init_fn.keywords == {"num_workers": 2, "rank": 0}
+    init = loader.worker_init_fn  # seeds each worker, which ignores a preemption notice (the main process saves)
+    assert isinstance(init, WorkerIgnoringNotice) and int(signal.SIGTERM) in init.numbers
+    assert isinstance(init.init, functools.partial) and init.init.func is seed_worker
+    assert init.init.keywords == {"num_workers": 2, "rank": 0}
     assert trainer.get_eval_dataloader() is trainer.get_eval_dataloader()  # persistent workers: one eval loader
     # the workers change where batches are made, not what they hold
     serial = SlipTrainer(model=_model(slip_config), args=_args(tmp_path), graph=node_graph, train_dataset=processed_nodes)

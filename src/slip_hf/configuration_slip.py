@@ -58,11 +58,13 @@ class SlipConfig(PreTrainedConfig):
             CLIP-space embeddings used at query time, as the mean of Eq. 5 on the image embeddings E_v and on the text
             embeddings E_t (image-image and text-text neighbour positives); `"both"`, the mean of the Z term and the E
             term. The mask, the temperature and the weight `lambda_graph` are the same for all three.
-        graph_loss_form (`str`, *optional*, defaults to `"infonce"`):
+        graph_loss_form (`str`, *optional*, defaults to `"auto"`):
             The structural loss's form: `"infonce"`, Eq. 5 (a softmax over the batch in which the graph neighbours
             are the positives, the paper's); `"sigmoid"`, a pairwise sigmoid in the manner of SigLIP, with a learned
-            bias (`graph_logit_bias_init`): every ordered pair of distinct nodes is a binary problem, neighbour or not.
-            The measurement behind the default, on both backbones, is in the docs' decisions page.
+            bias (`graph_logit_bias_init`): every ordered pair of distinct nodes is a binary problem, neighbour or not;
+            `"auto"`, the form of the backbone's own loss (InfoNCE for CLIP, sigmoid for SigLIP). On the SigLIP demo the
+            sigmoid form was level on same-item retrieval and ahead on related items and link prediction (the docs'
+            decisions page).
         graph_logit_bias_init (`float`, *optional*, defaults to -10.0):
             Initial bias of the sigmoid form (SigLIP's own initial bias; neighbours are rare among the pairs).
         graph_loss_eps (`float`, *optional*, defaults to 1e-8):
@@ -138,7 +140,8 @@ class SlipConfig(PreTrainedConfig):
     >>> from slip_hf import SlipConfig, SlipModel
     >>> config = SlipConfig(clip_config=CLIPConfig(), num_labels=10)
     >>> model = SlipModel(config)
-    >>> siglip = SlipConfig(clip_config=SiglipConfig(), graph_loss_form="infonce")
+    >>> SlipConfig(clip_config=SiglipConfig()).resolved_graph_loss_form
+    'sigmoid'
     ```
     """
 
@@ -160,7 +163,7 @@ class SlipConfig(PreTrainedConfig):
     learnable_graph_temperature: bool = True
     graph_loss_exclude_self: bool = False
     graph_loss_on: Literal["z", "e", "both"] = "z"
-    graph_loss_form: Literal["infonce", "sigmoid"] = "infonce"
+    graph_loss_form: Literal["auto", "infonce", "sigmoid"] = "auto"
     graph_logit_bias_init: float = -10.0
     graph_loss_eps: float = 1e-8
     positive_recency: Literal["none", "window", "decay"] = "none"
@@ -222,8 +225,8 @@ class SlipConfig(PreTrainedConfig):
             raise ValueError(f"StructXLIP's local loss (lambda_structxlip_local) projects patch and text tokens into the "
                              f"embedding space, which a {backbone.family} backbone cannot do: set it to 0 (the global and "
                              "consistency losses work on every backbone).")
-        if self.graph_loss_form not in ("infonce", "sigmoid"):
-            raise ValueError(f"graph_loss_form must be 'infonce' or 'sigmoid', got {self.graph_loss_form!r}.")
+        if self.graph_loss_form not in ("auto", "infonce", "sigmoid"):
+            raise ValueError(f"graph_loss_form must be 'auto', 'infonce' or 'sigmoid', got {self.graph_loss_form!r}.")
         if self.graph_loss_on not in ("z", "e", "both"):
             raise ValueError(f"graph_loss_on must be 'z', 'e' or 'both', got {self.graph_loss_on!r}.")
         if self.positive_recency not in ("none", "window", "decay"):
@@ -274,6 +277,14 @@ class SlipConfig(PreTrainedConfig):
     def backbone(self) -> DualEncoderBackbone:
         """The adapter of the dual encoder's family (`slip_hf.backbones`)."""
         return backbone_for_config(self.clip_config)
+
+    @property
+    def resolved_graph_loss_form(self) -> str:
+        """The structural loss's form in use: `graph_loss_form`, or with `"auto"` the backbone's own (`"infonce"` for
+        CLIP's family, `"sigmoid"` for SigLIP's)."""
+        if self.graph_loss_form != "auto":
+            return self.graph_loss_form
+        return "sigmoid" if self.backbone.base_loss == "sigmoid" else "infonce"
 
     @property
     def projection_dim(self) -> int:

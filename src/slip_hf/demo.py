@@ -45,8 +45,8 @@ class DemoConfig:
     out_dir: str = field(default="slip_demo", metadata={"help": "Everything goes here (raw data, dataset, runs, plots)."})
     backbone: str = field(default="clip", metadata={"help": "The tiny dual encoder's family: 'clip' (InfoNCE) or 'siglip' "
                                                             "(pairwise sigmoid loss, texts padded to their full length)."})
-    graph_loss_form: str = field(default="infonce", metadata={"help": "The structural loss's form: 'infonce' (Eq. 5) or "
-                                                                      "'sigmoid' (SigLIP-style, neighbours positive)."})
+    graph_loss_form: str = field(default="auto", metadata={"help": "The structural loss's form: 'auto' (the backbone's: "
+                                                                   "Eq. 5 on CLIP, sigmoid on SigLIP), 'infonce' or 'sigmoid'."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One CLIP and one SLIP run per seed."})
     num_bundles: int = field(default=120, metadata={"help": "Synthetic complement bundles (3 product lines of 6 items each)."})
     image_size: int = field(default=32, metadata={"help": "Image side seen by the tiny CLIP."})

@@ -57,10 +57,11 @@ class ModelArguments:
         metadata={"help": "What the structural loss pulls together: 'z' the node embeddings Z (the paper), 'e' the CLIP "
                   "image and text embeddings used at query time, 'both' the mean of the two terms."},
     )
-    graph_loss_form: Literal["infonce", "sigmoid"] = field(
-        default="infonce",
+    graph_loss_form: Literal["auto", "infonce", "sigmoid"] = field(
+        default="auto",
         metadata={"help": "The structural loss's form: 'infonce' (Eq. 5: softmax over the batch, neighbours positive; the "
-                  "paper) or 'sigmoid' (SigLIP's pairwise sigmoid with a learned bias, neighbours positive)."},
+                  "paper), 'sigmoid' (SigLIP's pairwise sigmoid with a learned bias, neighbours positive), or 'auto': "
+                  "the backbone's own (InfoNCE on CLIP, sigmoid on SigLIP)."},
     )
     use_knowledge_encoder: bool = field(
         default=False, metadata={"help": "Structure-CLIP's Knowledge-Enhanced Encoder over each text's scene-graph triples."}

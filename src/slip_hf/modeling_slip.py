@@ -290,7 +290,7 @@ class SlipModel(SlipPreTrainedModel):
             self.graph_logit_scale = nn.Parameter(
                 torch.tensor(config.graph_logit_scale_init), requires_grad=config.learnable_graph_temperature
             )
-            if config.graph_loss_form == "sigmoid":
+            if config.resolved_graph_loss_form == "sigmoid":
                 self.graph_logit_bias = nn.Parameter(torch.tensor(config.graph_logit_bias_init))
         if config.num_labels > 0:
             aux_in = config.resolved_node_embed_dim if config.use_graph else 2 * projection_dim

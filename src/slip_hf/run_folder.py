@@ -29,10 +29,14 @@ STATE_FILE = "trainer_state.json"
 
 RESULT_NEUTRAL_SETTINGS = frozenset({
     "output_dir", "logging_dir", "run_name", "resume_from_checkpoint", "report_to", "disable_tqdm", "plots",
-    "push_to_hub", "hub_model_id", "hub_token", "hub_private_repo", "hub_strategy",
+    "push_to_hub", "hub_model_id", "hub_token", "hub_private_repo", "hub_strategy", "logs_to", "save_on_signal",
 })
-"""Settings that name where or how a run reports, not what it computes: they may differ between a run and the
-folder it reuses."""
+"""Settings that name where or how a run reports (or stops), not what it computes: they may differ between a run and
+the folder it reuses."""
+
+SETTINGS_ADDED_SINCE_0_3 = {"graph_loss_form": "auto"}
+"""Settings that a run folder of slip_hf 0.3 does not record, with the value that computes what 0.3 computed: a
+folder without them is the same run as one with these values."""
 
 
 def results_file(folder: str | os.PathLike, split: str = "test") -> Path:
@@ -60,8 +64,9 @@ def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[
     for section in ("model", "data", "training"):
         old, new = recorded.get(section, {}), current.get(section, {})
         for key in sorted(set(old) | set(new)):
-            if key not in RESULT_NEUTRAL_SETTINGS and old.get(key, "unset") != new.get(key, "unset"):
-                changes.append(f"{key}: {old.get(key, 'unset')!r} → {new.get(key, 'unset')!r}")
+            unset = SETTINGS_ADDED_SINCE_0_3.get(key, "unset")
+            if key not in RESULT_NEUTRAL_SETTINGS and old.get(key, unset) != new.get(key, unset):
+                changes.append(f"{key}: {old.get(key, unset)!r} → {new.get(key, unset)!r}")
     if recorded.get("world_size") != current.get("world_size"):
         changes.append(f"world_size: {recorded.get('world_size')!r} → {current.get('world_size')!r}")
     return changes

@@ -5,6 +5,8 @@ linear map (`visual_projection`, `text_projection`), and pool the text at its en
 vector whatever padding follows it.
 """
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -15,7 +17,7 @@ class ClipBackbone(DualEncoderBackbone):
     """CLIP and MetaCLIP 2: InfoNCE, linear projections, end-token pooling."""
 
     family = "clip"
-    model_classes = {"clip": "CLIPModel", "metaclip_2": "MetaClip2Model"}
+    model_classes: ClassVar[dict[str, str]] = {"clip": "CLIPModel", "metaclip_2": "MetaClip2Model"}
     processor_class = "CLIPProcessor"
     base_loss = "infonce"
     pads_to_max_length = False

@@ -13,6 +13,8 @@ The NaFlex SigLIP 2 checkpoints (`Siglip2Model`, variable resolution with `pixel
 `spatial_shapes`) are not supported: `slip_hf.backbones` refuses them in one line and names these ones.
 """
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -23,7 +25,7 @@ class SiglipBackbone(DualEncoderBackbone):
     """SigLIP and fixed-resolution SigLIP 2: pairwise sigmoid loss with a bias, texts padded to `max_length`."""
 
     family = "siglip"
-    model_classes = {"siglip": "SiglipModel"}
+    model_classes: ClassVar[dict[str, str]] = {"siglip": "SiglipModel"}
     processor_class = "SiglipProcessor"
     base_loss = "sigmoid"
     pads_to_max_length = True

@@ -50,7 +50,7 @@ class GraphObjective(Objective):
         \tfrac12\left[\mathcal{L}_5(Z) + \tfrac12\left(\mathcal{L}_5(E_v) + \mathcal{L}_5(E_t)\right)\right] & \texttt{both}
         \end{cases}
 
-    with one mask :math:`M^+` and one temperature. `config.graph_loss_form="sigmoid"` replaces Eq. 5 by its pairwise
+    with one mask :math:`M^+` and one temperature. `config.graph_loss_form="sigmoid"` (the default, `"auto"`, on a SigLIP backbone) replaces Eq. 5 by its pairwise
     sigmoid form (`slip_hf.losses.structural_sigmoid_loss`, with the learned bias `graph_logit_bias`). With
     `config.weights_positives`, each positive weighs its
     edge's `edge_weight` (recency / count, `slip_hf.positive_weights`). Reports `num_positive_pairs` (|M+| of the
@@ -84,7 +84,7 @@ class GraphObjective(Objective):
         scale = state.model.graph_logit_scale.clamp(max=MAX_GRAPH_LOGIT_SCALE).exp()
 
         def eq5(embeds: torch.Tensor) -> torch.Tensor:
-            if config.graph_loss_form == "sigmoid":
+            if config.resolved_graph_loss_form == "sigmoid":
                 return structural_sigmoid_loss(
                     embeds if anchors is None else embeds[anchors], mask, scale, state.model.graph_logit_bias,
                     key_embeds=None if anchors is None else embeds, self_index=anchors,
