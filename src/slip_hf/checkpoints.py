@@ -39,7 +39,7 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from .faults import disk_full, folder_bytes, is_disk_full
+from .faults import disk_full, folder_bytes, is_disk_full, parameter_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def _checkpoint_bytes(run_dir: Path, model: Any) -> int:
     newest = folder_bytes(last_complete_checkpoint(run_dir, warn=False))
     if newest:
         return newest
-    return 3 * sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    return 3 * parameter_bytes(model)
 
 
 def save_final_model(trainer: Any, output_dir: str | os.PathLike) -> None:
@@ -315,7 +315,7 @@ def save_final_model(trainer: Any, output_dir: str | os.PathLike) -> None:
             _fsync(output_dir)
             shutil.rmtree(staging)
     except (OSError, RuntimeError) as error:
-        needed = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+        needed = parameter_bytes(trainer.model)
         if not is_disk_full(error, output_dir, needed):
             raise
         shutil.rmtree(staging, ignore_errors=True)

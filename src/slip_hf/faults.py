@@ -187,6 +187,11 @@ def free_bytes(folder: str | os.PathLike) -> int:
     return shutil.disk_usage(path).free
 
 
+def parameter_bytes(model: torch.nn.Module) -> int:
+    """Bytes of `model`'s parameters: what its weights take on disk."""
+    return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+
+
 def folder_bytes(folder: str | os.PathLike | None) -> int | None:
     """Total size of the files under `folder`, or `None` when there is no such folder."""
     if folder is None or not Path(folder).is_dir():
@@ -225,6 +230,7 @@ __all__ = [
     "folder_bytes",
     "free_bytes",
     "is_disk_full",
+    "parameter_bytes",
     "resume_command",
     "signal_number",
 ]

@@ -146,11 +146,11 @@ class DualEncoderBackbone(ABC):
 
     def project_patch_tokens(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """Patch token states `(..., H)` -> the shared space `(..., d)`; only where `supports_token_embeddings`."""
-        raise NotImplementedError(f"{self.family} has no projection of patch tokens into its embedding space.")
+        raise ValueError(f"a {self.family} backbone has no projection of patch tokens into its embedding space.")
 
     def project_text_tokens(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """Text token states `(..., H)` -> the shared space `(..., d)`; only where `supports_token_embeddings`."""
-        raise NotImplementedError(f"{self.family} has no projection of text tokens into its embedding space.")
+        raise ValueError(f"a {self.family} backbone has no projection of text tokens into its embedding space.")
 
 
 __all__ = ["DualEncoderBackbone"]

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..faults import disk_full, is_disk_full
+from ..faults import disk_full, is_disk_full, parameter_bytes
 from ..paths import require_folder
 from ..run_folder import SETTINGS_FILE, read_test_results, results_file
 
@@ -136,8 +136,7 @@ def export_clip(
     except Exception as error:
         if not is_disk_full(error):
             raise
-        raise disk_full("the export", out_dir, sum(p.numel() * p.element_size() for p in clip.parameters()),
-                        then="run the same command again") from error
+        raise disk_full("the export", out_dir, parameter_bytes(clip), then="run the same command again") from error
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     return ClipExport(out_dir, files, source_type, left_out)
 
@@ -237,4 +236,4 @@ def _processor_text_args(text_kwargs: dict | None) -> str:
     return f'padding="max_length", max_length={text_kwargs["max_length"]}, truncation=True, '
 
 
-__all__ = ["ClipExport", "SENTENCE_TRANSFORMERS_GENERIC_MODULE", "SENTENCE_TRANSFORMERS_MODULE", "export_card", "export_clip"]
+__all__ = ["SENTENCE_TRANSFORMERS_GENERIC_MODULE", "SENTENCE_TRANSFORMERS_MODULE", "ClipExport", "export_card", "export_clip"]
