@@ -26,7 +26,9 @@ import shlex
 import shutil
 import signal
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +90,10 @@ class PreemptionNotice(TrainerCallback):
     """On SIGTERM or one of `signals`: finish the step, save a complete checkpoint, stop (see the module doc).
 
     Args:
-        signals (`list[str]`): the signal names to catch besides SIGTERM (`--save_on_signal`).
+        signals (`Sequence[str]`): the signal names to catch besides SIGTERM (`--save_on_signal`).
     """
 
-    def __init__(self, signals: list[str] = ()):
+    def __init__(self, signals: Sequence[str] = ()):
         self.numbers = sorted({int(signal.SIGTERM), *(signal_number(name) for name in signals)})
         self.received: int | None = None
         self.received_at: float | None = None
@@ -104,8 +106,6 @@ class PreemptionNotice(TrainerCallback):
             self.received, self.received_at = number, time.monotonic()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        import threading
-
         if threading.current_thread() is threading.main_thread():  # Python installs handlers only there
             self._previous = {number: signal.signal(number, self._handle) for number in self.numbers}
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
