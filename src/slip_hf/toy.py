@@ -147,6 +147,12 @@ def train_toy_tokenizer(
     )
 
 
+def _tower(hidden_size: int, num_layers: int) -> dict:
+    """One tiny tower's shape: `hidden_size` wide, `num_layers` deep, a head per 32 channels."""
+    return {"hidden_size": hidden_size, "intermediate_size": 4 * hidden_size, "num_hidden_layers": num_layers,
+            "num_attention_heads": max(1, hidden_size // 32)}
+
+
 def tiny_clip_config(
     tokenizer: PreTrainedTokenizerFast,
     hidden_size: int = 64,
@@ -157,25 +163,10 @@ def tiny_clip_config(
 ) -> CLIPConfig:
     """A small CLIP config matching `tokenizer` (vocab, start/end/pad ids) for CPU training from scratch."""
     return CLIPConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": 4 * hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": max(1, hidden_size // 32),
-            "max_position_embeddings": tokenizer.model_max_length,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "hidden_size": hidden_size,
-            "intermediate_size": 4 * hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": max(1, hidden_size // 32),
-            "image_size": image_size,
-            "patch_size": patch_size,
-        },
+        text_config={**_tower(hidden_size, num_layers), "vocab_size": len(tokenizer),
+                     "max_position_embeddings": tokenizer.model_max_length, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={**_tower(hidden_size, num_layers), "image_size": image_size, "patch_size": patch_size},
         projection_dim=projection_dim,
     )
 
@@ -189,12 +180,11 @@ def tiny_siglip_config(
 ) -> SiglipConfig:
     """A small SigLIP config matching `tokenizer` (vocab, end/pad ids, positions = the padded length) for CPU
     training from scratch. SigLIP has no projection: both towers are `hidden_size` wide."""
-    tower = {"hidden_size": hidden_size, "intermediate_size": 4 * hidden_size, "num_hidden_layers": num_layers,
-             "num_attention_heads": max(1, hidden_size // 32)}
     return SiglipConfig(
-        text_config={**tower, "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length,
-                     "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-        vision_config={**tower, "image_size": image_size, "patch_size": patch_size},
+        text_config={**_tower(hidden_size, num_layers), "vocab_size": len(tokenizer),
+                     "max_position_embeddings": tokenizer.model_max_length, "bos_token_id": None,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={**_tower(hidden_size, num_layers), "image_size": image_size, "patch_size": patch_size},
     )
 
 

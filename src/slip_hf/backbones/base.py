@@ -35,7 +35,6 @@ class DualEncoderBackbone(ABC):
         base_loss: `"infonce"` or `"sigmoid"`.
         pads_to_max_length: whether the text tower was trained on texts padded to its full length (SigLIP pools
             the last position, so another padding gives other vectors).
-        default_checkpoint: a public checkpoint of the family, for documentation and error messages.
     """
 
     family: ClassVar[str]
@@ -43,7 +42,6 @@ class DualEncoderBackbone(ABC):
     processor_class: ClassVar[str]
     base_loss: ClassVar[Literal["infonce", "sigmoid"]]
     pads_to_max_length: ClassVar[bool]
-    default_checkpoint: ClassVar[str]
     no_split_modules: ClassVar[tuple[str, ...]] = ()
 
     def model_class(self, model_type: str) -> type:

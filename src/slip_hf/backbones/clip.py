@@ -21,7 +21,6 @@ class ClipBackbone(DualEncoderBackbone):
     processor_class = "CLIPProcessor"
     base_loss = "infonce"
     pads_to_max_length = False
-    default_checkpoint = "openai/clip-vit-base-patch16"
     no_split_modules = ("CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings",
                         "MetaClip2TextEmbeddings", "MetaClip2EncoderLayer", "MetaClip2VisionEmbeddings")
     text_prefixes = ("text_model.", "text_projection.")

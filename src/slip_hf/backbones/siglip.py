@@ -29,7 +29,6 @@ class SiglipBackbone(DualEncoderBackbone):
     processor_class = "SiglipProcessor"
     base_loss = "sigmoid"
     pads_to_max_length = True
-    default_checkpoint = "google/siglip2-base-patch16-224"
     no_split_modules = ("SiglipTextEmbeddings", "SiglipEncoderLayer", "SiglipVisionEmbeddings",
                         "SiglipMultiheadAttentionPoolingHead")
     text_prefixes = ("text_model.",)
