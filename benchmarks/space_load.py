@@ -11,6 +11,8 @@ the load), and reads the server's log for tracebacks.
     python benchmarks/space_load.py --model slip_demo/runs/slip-seed0 slip_demo/runs/clip-seed0 --dataset slip_demo/dataset
     python benchmarks/space_load.py --model ... --dataset slip_demo/dataset --items 300000   # a catalogue of Electronics'
                           # size: the first start (the index build), the cached start, and searches over it (~25 min)
+    python benchmarks/space_load.py --model ... --dataset slip_demo/dataset --items 300000 --index   # slip-hf embed
+                          # first (timed), then two starts on the saved index, and searches over it
 """
 
 import argparse
@@ -38,12 +40,14 @@ def free_port() -> int:
 
 
 def start_server(models: list[str], dataset: str, split: str, cache_dir: str, log_path: Path, concurrency: int,
-                 threads_per_search: int = 1, wait_s: float = 600) -> tuple:
-    """`slip-hf serve` in its own process, its output in `log_path`; returns `(process, url)` once it answers."""
+                 threads_per_search: int = 1, wait_s: float = 600, indexes: list[str] | None = None) -> tuple:
+    """`slip-hf serve` in its own process (on saved `indexes`, when given), its output in `log_path`; returns
+    `(process, url)` once it answers."""
     import requests
 
     port = free_port()
-    command = [sys.executable, "-m", "slip_hf.cli", "serve", "--model", *models, "--dataset", dataset, "--split", split,
+    source = ["--index", *indexes] if indexes else ["--model", *models, "--dataset", dataset, "--split", split]
+    command = [sys.executable, "-m", "slip_hf.cli", "serve", *source,
                "--cache_dir", cache_dir, "--port", str(port), "--concurrency", str(concurrency),
                "--threads_per_search", str(threads_per_search)]
     with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=None,
                         help="repeat the split's items into a catalogue of this many (e.g. 300000, Electronics' size), and "
                              "time the index build (first start) and the cached start")
+    parser.add_argument("--index", action="store_true",
+                        help="embed the catalogue first (slip-hf embed, timed) and serve its saved index (--index)")
     parser.add_argument("--threads_per_search", type=int, default=1, help="slip-hf serve --threads_per_search (default: 1)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
@@ -246,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             dataset, split = str(scaled_catalogue(args.dataset, args.split, args.items, scratch / "catalogue")), "test"
             print(f"catalogue of {args.items:,} items written in {time.perf_counter() - started:.0f} s", flush=True)
+        indexes = []
+        for number, model in enumerate(args.model if args.index else []):
+            started, out = time.perf_counter(), scratch / f"embeddings-{number}"
+            subprocess.run([sys.executable, "-m", "slip_hf.cli", "embed", "--model_name_or_path", model, "--dataset_name",
+                            dataset, "--split", split, "--output_dir", str(out)], check=True, stdout=subprocess.DEVNULL)
+            print(f"slip-hf embed {model}: {time.perf_counter() - started:.0f} s", flush=True)
+            indexes.append(str(out))
         process = None
         for _ in range(2 if args.items else 1):  # with --items: the first start builds the index, the second reads it
             if process is not None:
@@ -253,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(timeout=60)
             cached, started = cache_files(scratch / "cache"), time.perf_counter()
             process, url = start_server(args.model, dataset, split, str(scratch / "cache"), log_path, args.concurrency,
-                                        args.threads_per_search, wait_s=7200 if args.items else 600)
+                                        args.threads_per_search, wait_s=7200 if args.items else 600, indexes=indexes)
             starts.append({"seconds": time.perf_counter() - started, "peak_memory_gb": peak_memory_gb(process.pid),
                            "new_cache_files": len(cache_files(scratch / "cache") - cached)})
         try:
@@ -275,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     tracebacks = log.count("Traceback (most recent call last)")
     print(f"slip-hf serve: {', '.join(args.model)} over {dataset} ({split}); {os.cpu_count()} cores")
     for number, start in enumerate(starts):
-        what = "cached start" if number else "start (embedding the catalogue unless cached)"
+        what = "second start" if number else ("first start (writing the image files)" if args.index else
+                                              "start (embedding the catalogue unless cached)")
         print(f"{what}: answering in {start['seconds']:.1f} s, peak memory {start['peak_memory_gb']:.2f} GB, "
               f"{start['new_cache_files']:,} files written to the cache")
     print()

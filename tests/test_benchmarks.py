@@ -33,3 +33,24 @@ def test_gpu_step_benchmark_runs_tiny_siglip_with_its_baseline_named(tmp_path):
     assert list(rows) == ["SigLIP", "SLIP"] and all(row["backbone"] == "siglip" for row in rows.values())
     assert rows["SigLIP"]["vs_clip"] == 1.0 and rows["SLIP"]["gflop_per_sample"] >= rows["SigLIP"]["gflop_per_sample"]
     assert "step / SigLIP's" in done.stdout and "tiny SigLIP" in done.stdout
+
+
+def test_index_scale_benchmark_runs_small(tmp_path):
+    out = tmp_path / "rows.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "index_scale.py"), "--sizes", "1500", "4000",
+                           "--exact_below", "2000", "--work", str(tmp_path / "work"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    exact, approximate = json.loads(out.read_text())
+    assert exact["exact"] and exact["recall_at_10"] == 1.0 and exact["factory"] == "Flat"
+    assert not approximate["exact"] and approximate["recall_at_10"] >= 0.9 and approximate["p50_ms"] > 0
+    assert "| 4,000 | `IVF" in done.stdout
+
+
+def test_embed_scale_benchmark_runs_small(tiny_clip_checkpoint, graph_dataset_dir, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "embed_scale.py"), "--model", tiny_clip_checkpoint,
+                           "--dataset", str(graph_dataset_dir), "--items", "120", "--busy", "1", "--work", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(f"| {Path(tiny_clip_checkpoint).name} | 120 |")]
+    assert len(rows) == 2 and all(float(row.split("|")[4].replace(",", "")) > 0 for row in rows)

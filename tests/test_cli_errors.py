@@ -24,6 +24,8 @@ MISSING = "/nonexistent/slip_hf-test"
      f"items file {MISSING}/items.csv: no such file"),
     ("serve", ["--model", MISSING, "--dataset", "{dataset}"], f"model {MISSING}: no such folder"),
     ("serve", ["--model", "{model}", "{model}", "{model}", "--dataset", "{dataset}"], "one or two checkpoints"),
+    ("embed", ["--model_name_or_path", MISSING, "--dataset_name", "{dataset}", "--output_dir", "{tmp}/e"], f"model {MISSING}: no such folder"),
+    ("search", ["--index", MISSING, "usb-c charger"], "this is not a folder written by slip-hf embed"),
     ("publish", ["--model_dir", MISSING, "--dataset_dir", "{dataset}", "--model_repo", "a/b", "--dataset_repo", "a/c",
                  "--space_repo", "a/d", "--dry_run", "True"], f"model folder {MISSING}: no such folder"),
     ("demo", ["--out_dir", "{tmp}/demo", "--seeds", "0", "--num_bundles", "0"], "must be >= 1"),

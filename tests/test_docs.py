@@ -3,8 +3,8 @@
 * A ```python block runs as its own test (id: file and line), in one namespace per file, after the blocks above
   it, as a reader runs them top to bottom. Hub ids and run folders are replaced by local stand-ins: the tiny
   CLIP (`openai/clip-vit-base-patch16`), a small built dataset (`you/amazon-copurchase-mm`), a SLIP model trained
-  for two steps by run_slip.py (`runs/slip-electronics`, `you/slip-electronics`) and its CLIP export
-  (`slip-electronics-clip`).
+  for two steps by run_slip.py (`runs/slip-electronics`, `you/slip-electronics`), its CLIP export
+  (`slip-electronics-clip`) and its embeddings with their index (`slip-embeddings`).
 * A ```bash block's slip_hf commands (`slip-hf ...`, `training/run_slip.py`, `training/ablate.py`, through
   `accelerate launch` or not) run in order, in one folder that holds the clone's `training/` and `hub/`, with small
   arguments (`SMALL`: two steps, one seed, a tiny model; `accelerate launch` on 2 processes) and the same stand-ins;
@@ -82,8 +82,13 @@ def stand_ins(graph_dataset_dir, recipe_clip, recipe_siglip, tmp_path_factory) -
                             "--disable_tqdm", "True", "--plots", "False", "--eval_strategy", "no", "--save_strategy", "no"])
     run_experiment(*args)
     clip = export_clip(str(slip), str(slip.parent / "slip-electronics-clip")).out_dir
+    from slip_hf.search import EmbedArguments, embed_catalogue, index_folder
+
+    embeddings = embed_catalogue(EmbedArguments(str(slip), str(graph_dataset_dir), str(slip.parent / "slip-embeddings"),
+                                                shard_rows=64, num_workers=0))
+    index_folder(embeddings, log=lambda line: None)
     return {  # longest first: one name can hold another
-        "slip-electronics-clip": str(clip), "runs/slip-electronics": str(slip), "you/slip-electronics": str(slip),
+        "slip-electronics-clip": str(clip), "slip-embeddings": str(embeddings), "runs/slip-electronics": str(slip), "you/slip-electronics": str(slip),
         "you/amazon-copurchase-mm": str(graph_dataset_dir), "openai/clip-vit-base-patch16": clip77,
         "google/siglip2-base-patch16-224": recipe_siglip,
     }
@@ -119,6 +124,7 @@ SMALL = {  # what each documented command gets so that it takes seconds here; a 
               "--graph_hidden_size": ["32"], "--graph_num_heads": ["2"], "--few_shot": ["1"], "--use_cpu": ["True"],
               # data workers and plots as the recipes have them: test_recipes.py and test_checkpoints.py
               "--dataloader_num_workers": ["0"], "--plots": ["False"]},
+    "embed": {"--shard_rows": ["64"], "--batch_size": ["32"]},
     "build-dataset": {"--image_size": ["16"], "--min_class_size": ["3"], "--allow_local_files": [], "--on_bad_lines": ["skip"]},
 }
 SMALL["ablate"] = {**SMALL["train"], "--max_steps": ["1"], "--seeds": ["0"], "--batch_sizes": ["16", "32"]}
@@ -144,10 +150,11 @@ def _commands(code: str) -> list[Command]:
         for part in line.split("&&"):
             words = shlex.split(part, comments=True)
             launcher, processes = "slip-hf", 1
-            if words[:2] == ["accelerate", "launch"]:
-                flags = words[2:next(i for i, w in enumerate(words) if w.endswith(".py"))]
+            if words[:2] == ["accelerate", "launch"]:  # a training script, or `-m slip_hf.cli <command>`
+                flags = words[2:next(i for i, w in enumerate(words) if w.endswith(".py") or w == "-m")]
                 processes = int(flags[flags.index("--num_processes") + 1]) if "--num_processes" in flags else 1
-                words = ["python", *words[len(flags) + 2:]]
+                rest = words[len(flags) + 2:]
+                words = ["slip-hf", *rest[2:]] if rest[:2] == ["-m", "slip_hf.cli"] else ["python", *rest]
                 launcher = "accelerate"
             if words[:1] == ["slip-hf"] and len(words) > 1 and not words[1].startswith("-"):
                 found.append(Command(launcher, words[1:], processes))
@@ -205,8 +212,9 @@ def _run(command: Command, work: Path, tmp_path: Path) -> None:
     script = ROOT / "training" / ("run_slip.py" if name == "train" else "ablate.py")
     if command.launcher == "accelerate":  # 2 processes here; torch.distributed on a CPU needs --multi_gpu (gloo)
         accelerate = Path(sys.executable).with_name("accelerate")
+        program = [str(script)] if name in ("train", "ablate") else ["-m", "slip_hf.cli", name]
         done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", str(min(command.processes, 2)),
-                               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *argv],
+                               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *program, *argv],
                               cwd=work, capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
     elif name == "serve":

@@ -13,6 +13,9 @@
     slip-hf toy-train                                   # a minute of SLIP training on a toy graph
     slip-hf export --model_dir runs/slip --format clip --out_dir slip-clip   # for pipelines and sentence-transformers
     slip-hf serve --model runs/slip runs/clip --dataset data/   # the Space's page, locally
+    slip-hf embed --model_name_or_path runs/slip --dataset_name data/ --output_dir slip-embeddings
+    slip-hf search --index slip-embeddings "usb-c charger"      # the top 10, with titles
+    slip-hf serve --index slip-embeddings                       # the Space on the saved index
     slip-hf publish --model_dir runs/slip --dataset_dir data/ --model_repo ... --dataset_repo ... --space_repo ...
     slip-hf <command> --help
 """
@@ -80,6 +83,13 @@ Commands:
   toy-train       Train a tiny CLIP + SLIP head on a toy graph on the CPU and print the loss parts.
   serve           The Space's page on a trained model: search by text or image, co-purchase neighbours,
                   two models side by side (Gradio, on 127.0.0.1).
+  embed           A catalogue's embeddings: every item of a dataset (a split or all) through a SLIP model or a
+                  plain dual encoder, into parquet shards with a card (image and text embeddings, and Z for
+                  SLIP), the model's and dataset's fingerprints, and a FAISS index; resumable, several GPUs
+                  under accelerate launch.
+  index           (Re)build the search index of an embeddings folder: exact below a size, else approximate
+                  within a memory budget, tuned to a measured recall@10.
+  search          The top k items of an embeddings folder's index for a text query or an image, with titles.
   publish         Upload the model, its dataset and the Space (hub/space) to the Hub, with --clip_repo also the
                   model's plain-CLIP export; --dry_run lists the files.
 
@@ -543,12 +553,99 @@ def toy_train(argv: Sequence[str]) -> int:
     return 0
 
 
+def embed(argv: Sequence[str]) -> int:
+    import time
+
+    from .search import EmbedArguments, embed_catalogue, index_folder, read_record
+    from .search.embed import process_state
+
+    args = _parse_config(
+        EmbedArguments, "slip-hf embed",
+        "Embed every item of a catalogue (a dataset written by build-dataset or import-graph, one split or all) with a "
+        "SLIP model or a plain dual encoder: parquet shards of node_id, title, image_embedding, text_embedding and, "
+        "for SLIP, node_embedding (Z over the dataset's graph), with a card and the model's and dataset's fingerprints; "
+        "then a FAISS index of the image and text embeddings. A stopped run resumes from its finished shards; under "
+        "accelerate launch each process embeds its own shards.", argv,
+    )
+    started = time.perf_counter()
+    folder = embed_catalogue(args)
+    if not process_state().is_main_process:
+        return 0
+    record = read_record(folder)
+    seconds = time.perf_counter() - started
+    print(f"{record.rows:,} items of {record.dataset} ({record.split}) -> {folder}: {', '.join(record.dims)} "
+          f"({record.dtype}), {record.num_shards} shard(s), {seconds:.1f} s")
+    if args.index:
+        index_folder(folder, memory_budget=args.memory_budget, exact_below=args.exact_below)
+    return 0
+
+
+@dataclass
+class IndexArguments:
+    """`slip-hf index`: an embeddings folder's search index."""
+
+    index: str = field(metadata={"help": "The embeddings folder written by slip-hf embed."})
+    columns: list[str] = field(default_factory=lambda: ["image_embedding", "text_embedding"],
+                               metadata={"help": "Vector columns to index (node_embedding too, for related items by Z)."})
+    memory_budget: str = field(default="4GB", metadata={"help": "Memory the index may keep resident (e.g. 4GB, 512MB)."})
+    exact_below: int = field(default=200_000, metadata={"help": "Items below which the index is exact (FAISS flat)."})
+    target_recall: float = field(default=0.95, metadata={"help": "recall@10 the approximate index's search parameters are tuned to."})
+
+
+def index(argv: Sequence[str]) -> int:
+    from .search import index_folder
+
+    args = _parse_config(
+        IndexArguments, "slip-hf index",
+        "Build and save the FAISS index of an embeddings folder's vector columns: exact (flat) below --exact_below items, "
+        "else an IVF index of 4-bit PQ codes re-ranked in float16, whose resident part fits --memory_budget, with "
+        "nprobe and k_factor tuned until recall@10 on 1,000 queries reaches --target_recall.", argv,
+    )
+    index_folder(args.index, tuple(args.columns), args.memory_budget, args.exact_below, args.target_recall)
+    return 0
+
+
+def search(argv: Sequence[str]) -> int:
+    from .search import CatalogueSearch
+
+    parser = ArgumentParser(prog="slip-hf search", description=(
+        "The top k items of an embeddings folder (slip-hf embed) for a text query (against the items' images) or an "
+        "image (--image, against their titles), with scores, node ids and titles. The query model is the one the "
+        "folder records; another model, or the same folder retrained, is refused by its fingerprint."))
+    parser.add_argument("query", nargs="?", default=None, help="the text to search for, e.g. \"usb-c charger\"")
+    parser.add_argument("--index", required=True, help="the embeddings folder written by slip-hf embed")
+    parser.add_argument("--image", default=None, help="search with this image file instead of a text")
+    parser.add_argument("--k", type=int, default=10, help="results (default: 10)")
+    parser.add_argument("--against", choices=("image", "text"), default=None,
+                        help="what to search: the items' images or titles (default: images for a text, titles for an image)")
+    parser.add_argument("--model", default=None, help="the query model (default: the one the folder records)")
+    args = parser.parse_args(argv)
+    if (args.query is None) == (args.image is None):
+        parser.error("give a text query or --image, one of the two.")
+    _quiet_libraries()
+    catalogue = CatalogueSearch(args.index, args.model)
+    if args.image is not None:
+        hits = catalogue.image(args.image, args.k, args.against or "text")
+    else:
+        hits = catalogue.text(args.query, args.k, args.against or "image")
+    width = len(f"{max((hit.node_id for hit in hits), default=0)}")
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:>3}  {hit.score:.4f}  {hit.node_id:>{width}}  {hit.title}")
+    return 0
+
+
 @dataclass
 class ServeArguments:
     """`slip-hf serve`: the Space's page, locally."""
 
-    model: list[str] = field(metadata={"help": "One SLIP checkpoint or plain dual encoder (folder or Hub id), or two to compare side by side."})
-    dataset: str = field(metadata={"help": "The co-purchase graph dataset (folder or Hub id) to search."})
+    model: list[str] = field(default_factory=list, metadata={
+        "help": "One SLIP checkpoint or plain dual encoder (folder or Hub id), or two to compare side by side; with "
+                "--index, the query model of each index (default: the one it records)."})
+    dataset: str | None = field(default=None, metadata={"help": "The co-purchase graph dataset (folder or Hub id) to search "
+                                                               "(with --index: default the one it records)."})
+    index: list[str] = field(default_factory=list, metadata={
+        "help": "One or two embeddings folders (slip-hf embed) whose saved indexes the page searches: nothing is embedded "
+                "at start; the model and the dataset must be the ones embedded (fingerprints)."})
     config: str = field(default="electronics", metadata={"help": "Dataset config."})
     split: str = field(default="test", metadata={"help": "Split to search, or 'all'."})
     cache_dir: str = field(default=".slip_space_cache", metadata={"help": "Where the embeddings (safetensors) and the catalogue's image files are cached."})
@@ -567,11 +664,13 @@ def serve(argv: Sequence[str]) -> int:
         ServeArguments, "slip-hf serve",
         "Start the Space's page on a trained model: text -> image and image -> text search over a dataset split, "
         "each item's co-purchase neighbours (click to move through the graph), and with two models both result "
-        "lists side by side. Embeddings are computed once and cached.", argv,
+        "lists side by side. Embeddings are computed once and cached, or read from saved indexes (--index, written "
+        "by slip-hf embed).", argv,
     )
-    if not 1 <= len(args.model) <= 2:
-        raise ValueError("--model takes one or two checkpoints.")
-    page = load_space(args.model, args.dataset, args.config, args.split, args.cache_dir, args.max_text_length)
+    if len(args.model) > 2 or len(args.index) > 2:
+        raise ValueError("--model takes one or two checkpoints, --index one or two embeddings folders.")
+    page = load_space(args.model, args.dataset, args.config, args.split, args.cache_dir, args.max_text_length,
+                      embeddings=args.index)
     build_space(page, concurrency=args.concurrency, threads_per_search=args.threads_per_search).launch(
         server_name=args.host, server_port=args.port)
     return 0
@@ -591,6 +690,10 @@ class PublishArguments:
         default=None, metadata={"help": "Also upload the model's plain-CLIP export (slip-hf export --format clip) to this "
                                 "model repo, e.g. you/slip-electronics-clip, for pipelines and sentence-transformers."}
     )
+    index_dir: str | None = field(default=None, metadata={"help": "Also upload this embeddings folder with its saved index "
+                                                                  "(slip-hf embed of the model), which the Space then searches "
+                                                                  "without embedding at start."})
+    index_repo: str | None = field(default=None, metadata={"help": "The dataset repo of --index_dir, e.g. you/slip-electronics-index."})
     dry_run: bool = field(default=False, metadata={"help": "List every file and its target repo; upload nothing."})
     private: bool = field(default=False, metadata={"help": "Create private repos."})
 
@@ -608,7 +711,7 @@ def publish(argv: Sequence[str]) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="slip_publish_") as staging:
         uploads = plan_publish(args.model_dir, args.dataset_dir, args.space_dir, args.model_repo, args.dataset_repo,
-                               args.space_repo, args.clip_repo, staging)
+                               args.space_repo, args.clip_repo, staging, args.index_dir, args.index_repo)
         for item in uploads:
             files = item.files()
             print(f"{item.repo_type} {item.repo_id} <- {item.folder} ({len(files)} files)")
@@ -655,6 +758,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "export": export,
     "toy-train": toy_train,
     "serve": serve,
+    "embed": embed,
+    "index": index,
+    "search": search,
     "publish": publish,
 }
 
@@ -717,7 +823,7 @@ def run_command(name: str, argv: Sequence[str], prog: str | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # one line for the job, from its main process
             print(f"{prog}: {notice}", file=sys.stderr)
         return notice.exit_code
-    except Exception as error:  # noqa: BLE001 - classified below; bugs are re-raised with their traceback
+    except Exception as error:
         line = user_error_line(error)
         if debug or line is None:
             raise

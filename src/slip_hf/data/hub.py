@@ -173,8 +173,16 @@ def push_dataset_to_hub(
     token: str | None = None,
     commit_message: str = "Upload amazon-copurchase-mm",
 ) -> str:
-    """Upload a built dataset folder (parquet files, card, stats) to a dataset repo, leaving out the build's
-    intermediate files. Returns the commit URL."""
+    """Upload a built dataset folder (parquet files, card, stats), or an embeddings folder (`slip-hf embed`), to a
+    dataset repo, leaving out intermediate files. Returns the commit URL.
+
+    Raises:
+        ValueError: an embeddings folder whose run has not finished (it would upload half of it).
+    """
+    from ..search.record import RECORD, WORK, read_record
+
+    if any(os.path.isfile(os.path.join(dataset_dir, *parts)) for parts in ((RECORD,), (WORK, RECORD))):
+        read_record(dataset_dir)
     return upload_folder_to_hub(
         dataset_dir, repo_id, "dataset", private=private, token=token,
         ignore_patterns=[".work/*", ".work/**"], commit_message=commit_message,

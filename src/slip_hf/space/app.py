@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..paths import require_folder
+from ..search.query import RANK_DEPTH, CatalogueSearch
 from ..viewed_image import ImageRefused, viewed_rgb
 from .catalog import Catalog
 from .index import ModelIndex, load_index
@@ -40,7 +41,7 @@ class SpacePage:
     code (`usage`, markdown), and the folder of the catalogue's image files (`image_dir`,
     `Catalog.write_image_files`), which the page serves as they are."""
 
-    def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex], usage: str = "", image_dir: str | os.PathLike | None = None):
+    def __init__(self, catalog: Catalog, indexes: Sequence[ModelIndex | CatalogueSearch], usage: str = "", image_dir: str | os.PathLike | None = None):
         if not indexes:
             raise ValueError("a Space needs at least one model.")
         self.catalog, self.indexes, self.usage, self.image_dir = catalog, list(indexes), usage, image_dir
@@ -98,12 +99,14 @@ class SpacePage:
             return (_warning("Pick an item first (click a search result)."), *empty, *["" for _ in self.indexes])
         galleries, rows, ranks = [], [], []
         for index in self.indexes:
-            query = index.encode_text(self.catalog.titles[row]) if by == "title" else index.image[row]
+            query = index.encode_text(self.catalog.titles[row]) if by == "title" else index.vector("image", row)
             against = "image" if by == "title" else "text"
             found, _ = index.search(query, against, RESULTS)
             galleries.append(self._gallery(found))
             rows.append(found)
-            ranks.append(f"{index.name}: the item itself is ranked **{index.rank_of(query, against, row)}** of {len(self.catalog):,}")
+            rank = index.rank_of(query, against, row)
+            ranks.append(f"{index.name}: the item itself is ranked **{rank}** of {len(self.catalog):,}" if rank is not None else
+                         f"{index.name}: the item itself is not among the first {RANK_DEPTH:,} of {len(self.catalog):,} (approximate index)")
         what = "title" if by == "title" else "image"
         return (f"Searched with the {what} of “{self.catalog.titles[row]}”.", *galleries, *rows, *ranks)
 
@@ -206,22 +209,30 @@ def build_space(
 
 
 def load_space(
-    models: Sequence[str], dataset: str, config: str = "electronics", split: str = "test",
+    models: Sequence[str] = (), dataset: str | None = None, config: str = "electronics", split: str = "test",
     cache_dir: str | os.PathLike = ".slip_space_cache", max_text_length: int | None = None, clip_export: str | None = None,
+    embeddings: Sequence[str] = (),
 ) -> SpacePage:
-    """Check the inputs, load the catalogue and every model's index (embedding it once, then from the cache).
+    """Check the inputs, load the catalogue and every model's index: a saved one (`embeddings`, written by
+    `slip-hf embed`: nothing is embedded at start), or one embedded once per (model, catalogue) and then read from
+    the cache.
 
     Args:
-        models (`Sequence[str]`): one SLIP or CLIP checkpoint (folder or Hub id), or two to compare side by side.
-        dataset (`str`): the co-purchase graph dataset (folder or Hub id) to search.
-        config (`str`, *optional*, defaults to `"electronics"`): the dataset config.
-        split (`str`, *optional*, defaults to `"test"`): the split searched, or `"all"`.
+        models (`Sequence[str]`): one SLIP or CLIP checkpoint (folder or Hub id), or two to compare side by side; with
+            `embeddings`, the query model of each folder (default: the one it records).
+        dataset (`str`, *optional*): the co-purchase graph dataset (folder or Hub id) to search; with `embeddings`,
+            default the one the first folder records.
+        config (`str`, *optional*, defaults to `"electronics"`): the dataset config (with `embeddings`: the recorded one).
+        split (`str`, *optional*, defaults to `"test"`): the split searched, or `"all"` (with `embeddings`: the
+            recorded one).
         cache_dir (`str | os.PathLike`, *optional*, defaults to `".slip_space_cache"`): where each model's embeddings
             (safetensors, keyed by the weights and the catalogue) and the catalogue's image files are kept; a later
             start reads them instead of embedding or writing again.
         max_text_length (`int`, *optional*): tokens per title; default: the tokenizer's.
         clip_export (`str`, *optional*): the first model's plain-CLIP export (a Hub id), shown in the page's usage
             lines.
+        embeddings (`Sequence[str]`, *optional*): one or two embeddings folders with saved indexes. Each is checked
+            against its query model and the dataset by their fingerprints, and against the catalogue's rows.
 
     Returns:
         [`SpacePage`]: the page's state and handlers, for [`build_space`].
@@ -232,17 +243,39 @@ def load_space(
     from slip_hf.space import build_space, load_space
 
     page = load_space(["runs/slip-electronics", "runs/clip"], "amazon-copurchase-mm")
+    page = load_space(embeddings=["slip-embeddings"])          # a saved index: no embedding at start
     build_space(page, threads_per_search=1).launch()
     ```
     """
-    for model in models:
-        require_folder(model, "model")
-    require_folder(dataset, "dataset")
-    catalog = Catalog.from_dataset(dataset, config, split)
+    if embeddings:
+        if models and len(models) != len(embeddings):
+            raise ValueError("with --index, --model names the query model of each index folder: as many as the folders, or none.")
+        for folder in embeddings:
+            require_folder(folder, "embeddings")
+        searches = [CatalogueSearch(folder, models[number] if models else None) for number, folder in enumerate(embeddings)]
+        first = searches[0].record
+        dataset, config, split = dataset or first.dataset, first.dataset_config, first.split
+        require_folder(dataset, "dataset")
+        catalog = Catalog.from_dataset(dataset, config, split)
+        node_ids = catalog.items["node_id"]
+        for search in searches:
+            search.check_dataset(dataset, config, node_ids)
+        indexes, models = searches, [search.record.model for search in searches]
+    else:
+        if not models:
+            raise ValueError("name a model (--model) or a saved index (--index).")
+        if dataset is None:
+            raise ValueError("name the dataset to search (--dataset).")
+        for model in models:
+            require_folder(model, "model")
+        require_folder(dataset, "dataset")
+        catalog = Catalog.from_dataset(dataset, config, split)
+        indexes = [load_index(model, catalog, cache_dir, max_text_length=max_text_length) for model in models]
     names = [Path(model).name for model in models]
     if len(set(names)) < len(names):
         names = [f"{name} ({number + 1})" for number, name in enumerate(names)]
-    indexes = [load_index(model, catalog, cache_dir, name, max_text_length=max_text_length) for model, name in zip(models, names)]
+    for index, name in zip(indexes, names):
+        index.name = name
     image_dir = catalog.write_image_files(cache_dir)
     return SpacePage(catalog, indexes, usage_markdown(models[0], clip_export), image_dir)
 

@@ -79,14 +79,10 @@ class Catalog:
     @classmethod
     def from_dataset(cls, path_or_repo: str | os.PathLike, config: str = "electronics", split: str = "test", **kwargs) -> "Catalog":
         """Load a dataset folder or Hub repo (`slip_hf.data.load_copurchase_graph`) and keep `split` (or "all")."""
+        from ..search.embed import catalogue_items
+
         graph = load_copurchase_graph(path_or_repo, config)
-        if split == "all":
-            items = graph.all_nodes()
-        elif split in graph.nodes:
-            items = graph.nodes[split]
-        else:
-            raise ValueError(f"{path_or_repo}: no split {split!r}; it has {list(graph.nodes)} (or use 'all').")
-        return cls(items, graph.edges, **kwargs)
+        return cls(catalogue_items(graph, split), graph.edges, **kwargs)
 
     def __len__(self) -> int:
         return len(self.titles)
