@@ -2,6 +2,7 @@
 instead of the Hub client's complaint about repo-id characters."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -21,4 +22,13 @@ def require_folder(name: str | os.PathLike, what: str) -> None:
         raise FileNotFoundError(f"{what} {name}: no such folder (nor a Hub repo id of the form owner/name).")
 
 
-__all__ = ["looks_local", "require_folder"]
+def write_whole(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Let `write(temporary)` write the file under a temporary name beside `path`, then rename it to `path`: a
+    reader finds the old file or the new one, never half of one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+__all__ = ["looks_local", "require_folder", "write_whole"]

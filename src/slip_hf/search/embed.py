@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..embedding import encode_images, encode_texts, load_dual_encoder
 from ..evaluation.runner import RowImage
+from ..paths import write_whole
 from ..pixels import PixelPipeline
 from .card import write_card
 from .fingerprints import dataset_fingerprint, model_fingerprint
@@ -90,9 +91,14 @@ def embedding_size(model, tokenizer) -> int:
     return int(encode_texts(model, tokenizer, ["size"]).shape[1])
 
 
-def _feature_maps(work: Path, rows: int, size: int, mode: str) -> dict[str, np.memmap]:
-    return {column: np.lib.format.open_memmap(work / f"{column}.npy", mode=mode, dtype=np.float32, shape=(rows, size))
-            for column in FEATURES} if mode == "w+" else {column: np.load(work / f"{column}.npy", mmap_mode=mode) for column in FEATURES}
+def _create_feature_maps(work: Path, rows: int, size: int) -> None:
+    """The float32 memory maps the towers' embeddings are written into, one `.npy` per feature column."""
+    for column in FEATURES:
+        np.lib.format.open_memmap(work / f"{column}.npy", mode="w+", dtype=np.float32, shape=(rows, size)).flush()
+
+
+def _open_feature_maps(work: Path) -> dict[str, np.memmap]:
+    return {column: np.load(work / f"{column}.npy", mmap_mode="r+") for column in FEATURES}
 
 
 def _shard_range(shard: int, record: EmbeddingsRecord) -> range:
@@ -122,7 +128,7 @@ def _prepare(out: Path, record: EmbeddingsRecord, overwrite: bool) -> bool:
             shutil.rmtree(out / DATA, ignore_errors=True)
     if not (work / RECORD).is_file():
         (work / DATA).mkdir(parents=True, exist_ok=True)
-        _feature_maps(work, record.rows, record.dims["image_embedding"], "w+")
+        _create_feature_maps(work, record.rows, record.dims["image_embedding"])
         record.save(plan)  # last: a plan on disk means its memory maps exist
     return False
 
@@ -135,9 +141,7 @@ def _other_plan(out: Path, existing: EmbeddingsRecord, record: EmbeddingsRecord,
 
 
 def _write_shard(path: Path, columns: dict, features: Features) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Dataset.from_dict(columns, features=features).to_parquet(str(temporary))
-    os.replace(temporary, path)
+    write_whole(path, lambda temporary: Dataset.from_dict(columns, features=features).to_parquet(str(temporary)))
 
 
 def process_state():
@@ -195,7 +199,7 @@ def embed_catalogue(args: EmbedArguments) -> Path:
     work = out / WORK
     mine = list(range(state.process_index, record.num_shards, state.num_processes))
     node_ids = np.asarray(items["node_id"], dtype=np.int64)
-    maps = _feature_maps(work, record.rows, size, "r+")
+    maps = _open_feature_maps(work)
     pipeline = PixelPipeline.from_image_processor(image_processor)
     bar = {"disable": not state.is_local_main_process, "unit": "shard"}
     for shard in tqdm(mine, desc="embedding", **bar):

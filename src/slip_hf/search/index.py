@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import write_whole
 from .record import INDEX, RECORD, EmbeddingsRecord, data_files, read_record
 
 EXACT_BELOW = 200_000
@@ -278,9 +279,7 @@ def index_folder(
             entry["search_parameters"], entry["recall_at_10"] = tune(index, queries, truth, target_recall)
             entry["recall_queries"] = len(queries)
         path = folder / INDEX / f"{column}.faiss"
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        faiss.write_index(index, str(temporary))
-        os.replace(temporary, path)
+        write_whole(path, lambda temporary, index=index: faiss.write_index(index, str(temporary)))
         entry["bytes"] = path.stat().st_size
         entry["resident_bytes"] = choice.resident_bytes
         record.indexes[column] = entry

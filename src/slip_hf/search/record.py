@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..paths import write_whole
+
 RECORD = "embeddings.json"
 DATA = "data"
 INDEX = "index"
@@ -28,10 +30,8 @@ COLUMNS = ("image_embedding", "text_embedding", "node_embedding")
 
 
 def write_json_whole(path: Path, payload: Any) -> None:
-    """Write JSON under a temporary name and rename it: a reader finds the old file or the new one, never half."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    """Write JSON to `path` whole (`slip_hf.paths.write_whole`): a reader finds the old file or the new one."""
+    write_whole(path, lambda temporary: temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
 
 
 def shard_name(shard: int, num_shards: int) -> str:

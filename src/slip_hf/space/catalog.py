@@ -13,6 +13,7 @@ from datasets import Dataset
 from PIL import Image
 
 from ..data.hub import load_copurchase_graph
+from ..paths import write_whole
 
 
 @dataclass
@@ -39,10 +40,8 @@ def _read_listing(path: Path) -> list[str] | None:
 
 
 def _write_whole(path: Path, data: bytes) -> None:
-    """Write `data` under a temporary name and rename it to `path`: a reader never finds half a file there."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    """Write `data` to `path` whole (`slip_hf.paths.write_whole`): a reader never finds half a file there."""
+    write_whole(path, lambda temporary: temporary.write_bytes(data))
 
 
 class Catalog:
