@@ -64,9 +64,11 @@ def _signal_after(process: subprocess.Popen, output_dir: Path, step: int, signum
     before = set(output_dir.glob("checkpoint-*"))
     send = os.killpg if group else os.kill
     sent = time.monotonic()
-    while process.poll() is None and not any(checkpoint_problem(p) is None for p in set(output_dir.glob("checkpoint-*")) - before):
+    while process.poll() is None:  # at least once, then until the notice's checkpoint is in place
         send(process.pid, signum)
         time.sleep(0.1)
+        if any(checkpoint_problem(p) is None for p in set(output_dir.glob("checkpoint-*")) - before):
+            break
         assert time.monotonic() - sent < 300, "the run did not stop after the signal"
     process.wait(timeout=300)
     return time.monotonic() - sent
@@ -131,11 +133,55 @@ def test_accelerate_launch_stops_both_processes_after_the_same_step_with_one_che
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 30
 
 
+_WORKER_STARTS = """
+import os, signal, sys
+from torch.utils.data import DataLoader
+from slip_hf.faults import workers_ignoring_notice
+
+
+def init(worker_id):
+    pass
+
+
+if __name__ == "__main__":
+    method, workers, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    received = []
+    signal.signal(signal.SIGTERM, lambda number, frame: received.append(number))
+    loader = DataLoader(range(4 * workers), batch_size=4, num_workers=workers,
+                        **workers_ignoring_notice(init, [int(signal.SIGTERM)], method))
+    print("ready", flush=True)
+    for epoch in range(epochs):  # new workers every epoch, as without persistent workers
+        assert sum(len(batch) for batch in loader) == 4 * workers
+    print(epochs, "epochs", len(received), "signals", flush=True)
+    os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("method, workers, epochs", [("fork", 8, 20), ("forkserver", 2, 2)])
+def test_workers_starting_while_the_process_group_is_signalled_all_live(method, workers, epochs, tmp_path):
+    """SIGTERM to the whole group every 5 ms while loaders start new workers: before `workers_ignoring_notice`
+    a worker signalled between its start and its `worker_init_fn` died (torch's handler), and the run with it,
+    within the first few epochs; the paper recipe starts 8 workers every epoch and every evaluation."""
+    script = tmp_path / "worker_starts.py"
+    script.write_text(_WORKER_STARTS)
+    process = subprocess.Popen([sys.executable, str(script), method, str(workers), str(epochs)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout.readline().strip() == "ready", process.communicate()[1][-3000:]
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        os.killpg(process.pid, signal.SIGTERM)
+        time.sleep(0.005)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-3000:]
+    done, _, received, _ = stdout.split()
+    assert int(done) == epochs and int(received) > 0
+
+
 def test_a_signalled_ablation_table_resumes_on_the_next_command(recipe_clip, graph_dataset_dir, tmp_path):
     from slip_hf.cli import main as cli_main
 
     out = tmp_path / "table"
-    command = [sys.executable, "-m", "slip_hf.cli", "ablate", *_flags(recipe_clip, graph_dataset_dir, out, 3),
+    command = [sys.executable, "-m", "slip_hf.cli", "ablate", *_flags(recipe_clip, graph_dataset_dir, out, 12),
                "--table", "batch_size", "--batch_sizes", "32", "--seeds", "0", "--dataloader_num_workers", "0",
                "--save_on_signal", "SIGUSR1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

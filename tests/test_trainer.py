@@ -176,6 +176,8 @@ def test_loaders_take_every_worker_setting_and_seed_each_worker_by_rank(tmp_path
     assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 3)
     init = loader.worker_init_fn  # seeds each worker, which ignores a preemption notice (the main process saves)
     assert isinstance(init, WorkerIgnoringNotice) and int(signal.SIGTERM) in init.numbers
+    context = loader.multiprocessing_context  # the start method asked for, its workers started with the signals blocked
+    assert context.get_start_method() == "fork" and int(signal.SIGTERM) in context.Process(target=print).blocked_signals
     assert isinstance(init.init, functools.partial) and init.init.func is seed_worker
     assert init.init.keywords == {"num_workers": 2, "rank": 0}
     assert trainer.get_eval_dataloader() is trainer.get_eval_dataloader()  # persistent workers: one eval loader
@@ -197,3 +199,35 @@ def test_a_worker_run_trains_like_a_serial_run(tmp_path, slip_config, processed_
         trainer.train()
         runs.append([entry["loss"] for entry in trainer.state.log_history if "loss" in entry])
     assert runs[0] == runs[1] and len(runs[0]) == 2
+
+
+@pytest.mark.parametrize("save_strategy, stops", [("steps", True), ("no", False)])
+def test_a_notice_after_the_last_step_stops_the_run_where_its_checkpoint_holds_that_step(
+        tmp_path, slip_config, processed_nodes, node_graph, save_strategy, stops):
+    """A real SIGUSR1 while the last step's checkpoint is written: the notice is not lost. With that checkpoint in
+    place the run stops before its final model and test evaluation (an ablation table before its next run); with
+    no checkpoint of that step (`save_strategy` "no") finishing the run is what keeps its work."""
+    import os
+    import signal
+
+    class SignalAtTheLastSave(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == state.max_steps:  # after the notice's own check of this step
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        trainer = SlipTrainer(model=_model(slip_config), graph=node_graph, train_dataset=processed_nodes,
+                              args=_args(tmp_path, max_steps=4, save_strategy=save_strategy, save_steps=2,
+                                         save_on_signal="SIGUSR1"))
+        trainer.add_callback(SignalAtTheLastSave())  # runs after the notice's own callback
+        trainer.train()
+        preempted = trainer.preemption.preempted(tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert trainer.state.global_step == 4
+    if stops:
+        assert preempted is not None and preempted.exit_code == 128 + signal.SIGUSR1
+        assert preempted.checkpoint == str(tmp_path / "checkpoint-4")
+    else:
+        assert preempted is None

@@ -9,8 +9,11 @@ line and the exit code `128 + signal number` (143 for SIGTERM, 138 for SIGUSR1: 
 ended by that signal). Under `accelerate launch` the processes agree at every step end (one all-reduce of a flag
 over a CPU group, no GPU sync), so all stop after the same step and exactly one checkpoint is written. A second
 signal during the save changes nothing: the checkpoint is renamed into place whole or not at all, and the previous
-one stays the newest complete one until then. Data workers ignore those signals ([`WorkerIgnoringNotice`]), so a
-notice sent to the whole process group does not kill them mid-step.
+one stays the newest complete one until then. A notice during the last step's evaluation and save stops the run
+before its final model and test evaluation (the resumed run writes them from that step's checkpoint), and an
+ablation table before its next run. Data workers ignore those signals ([`workers_ignoring_notice`]: they
+start with them blocked and ignore them before unblocking), so a notice sent to the whole process group does not
+kill them mid-step, nor in their first milliseconds.
 
 **A full disk.** A checkpoint, the final model or a run's results that cannot be written because the device is full
 (`ENOSPC`) or over quota (`EDQUOT`) raise [`DiskFull`]: one line with what was being written and where, the space it
@@ -19,8 +22,11 @@ removed. torch reports a full disk from its C++ writer as a `RuntimeError` ("une
 [`is_disk_full`] recognises those when the device has less room than the write needed.
 """
 
+import copy
 import errno
+import functools
 import logging
+import multiprocessing
 import os
 import shlex
 import shutil
@@ -98,12 +104,25 @@ class PreemptionNotice(TrainerCallback):
         self.received: int | None = None
         self.received_at: float | None = None
         self.stopped_at_step: int | None = None
+        self.after_last_step = False
         self._previous: dict[int, Any] = {}
         self._group = None
 
     def _handle(self, number: int, frame: Any) -> None:
         if self.received is None:  # a second signal during the save changes nothing
             self.received, self.received_at = number, time.monotonic()
+
+    def _agreed_signal(self) -> int:
+        """The notice's signal if any process has received it, else 0 (one all-reduce over the CPU group)."""
+        flag = torch.tensor([self.received or 0], dtype=torch.int64)
+        if self._group is not None:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        return int(flag)
+
+    def _stop(self, number: int, step: int) -> None:
+        if self.received is None:  # another process got the notice
+            self.received, self.received_at = number, time.monotonic()
+        self.stopped_at_step = step
 
     def on_train_begin(self, args, state, control, **kwargs):
         if threading.current_thread() is threading.main_thread():  # Python installs handlers only there
@@ -112,13 +131,9 @@ class PreemptionNotice(TrainerCallback):
             self._group = dist.new_group(backend="gloo")  # CPU tensors: agreeing costs the GPU no sync
 
     def on_step_end(self, args, state, control, **kwargs):
-        flag = torch.tensor([self.received or 0], dtype=torch.int64)
-        if self._group is not None:  # every process stops after the same step
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
-        if int(flag) and self.stopped_at_step is None:
-            if self.received is None:  # another process got the notice
-                self.received, self.received_at = int(flag), time.monotonic()
-            self.stopped_at_step = state.global_step
+        number = self._agreed_signal()  # every process stops after the same step
+        if number and self.stopped_at_step is None:
+            self._stop(number, state.global_step)
             logger.warning(f"{signal.Signals(self.received).name} received: finishing step {state.global_step}, saving a "
                            "checkpoint and stopping")
             control.should_save = True  # an evaluation due at this step still runs first, as without the notice
@@ -126,19 +141,29 @@ class PreemptionNotice(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.received is not None:  # keep absorbing a scheduler's repeated notices until the process exits
+        number = self._agreed_signal()  # a notice during the last step's evaluation and save, on any process
+        if number and self.stopped_at_step is None:
+            self._stop(number, state.global_step)
+            self.after_last_step = True
+            logger.warning(f"{signal.Signals(self.received).name} received after the last step: stopping before the "
+                           "final model and the test evaluation")
+        if self.stopped_at_step is not None:  # keep absorbing a scheduler's repeated notices until the process exits
             return
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous = {}
 
     def preempted(self, run_dir: str | os.PathLike) -> Preempted | None:
-        """The [`Preempted`] to raise after `train()` returned, or `None` without a notice."""
+        """The [`Preempted`] to raise after `train()` returned, or `None` without a notice, and for a notice after
+        the last step when no complete checkpoint holds that step (`save_strategy` "no"): finishing the run is
+        then what keeps its work."""
         if self.stopped_at_step is None:
             return None
-        from .checkpoints import last_complete_checkpoint
+        from .checkpoints import checkpoint_step, last_complete_checkpoint
 
         newest = last_complete_checkpoint(run_dir, warn=False)
+        if self.after_last_step and (newest is None or checkpoint_step(newest) != self.stopped_at_step):
+            return None
         name = signal.Signals(self.received).name
         return Preempted(name, 128 + self.received, str(newest) if newest else None,
                          time.monotonic() - self.received_at, resume_command())
@@ -147,6 +172,8 @@ class PreemptionNotice(TrainerCallback):
 class WorkerIgnoringNotice:
     """A data worker's `worker_init_fn` that ignores the notice's signals, then runs `init`. torch gives its workers
     a C handler that ends them on SIGTERM; a scheduler that signals the process group would then kill them mid-step.
+    The worker was started with those signals blocked ([`workers_ignoring_notice`]): one sent before this runs
+    waits, and is discarded once ignored.
 
     Args:
         init (`Callable[[int], None]`): the worker's own init (e.g. transformers' `seed_worker`), picklable.
@@ -159,7 +186,58 @@ class WorkerIgnoringNotice:
     def __call__(self, worker_id: int) -> None:
         for number in self.numbers:
             signal.signal(number, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.numbers)
         self.init(worker_id)
+
+
+class _StartsWithSignalsBlocked:
+    """A process that its parent starts with `blocked_signals` blocked, so that the child inherits them blocked.
+
+    A worker installs torch's SIGTERM handler before its `worker_init_fn` runs; a signal to the process group in
+    between (each epoch starts new workers unless they persist, and each evaluation too) would end it, and the run
+    with it. Blocked, the signal waits for `WorkerIgnoringNotice`; the parent gets its own once they are unblocked.
+    A fork server started here inherits the mask too, and with it every worker it forks."""
+
+    blocked_signals: tuple[int, ...] = ()
+
+    def start(self) -> None:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.blocked_signals)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _ForkWorker(_StartsWithSignalsBlocked, multiprocessing.context.ForkProcess):
+    pass
+
+
+class _SpawnWorker(_StartsWithSignalsBlocked, multiprocessing.context.SpawnProcess):
+    pass
+
+
+class _ForkServerWorker(_StartsWithSignalsBlocked, multiprocessing.context.ForkServerProcess):
+    pass
+
+
+_WORKER_CLASSES = {"fork": _ForkWorker, "spawn": _SpawnWorker, "forkserver": _ForkServerWorker}
+
+
+def _worker(worker_class: type, numbers: tuple[int, ...], *args, **kwargs) -> multiprocessing.process.BaseProcess:
+    process = worker_class(*args, **kwargs)
+    process.blocked_signals = numbers
+    return process
+
+
+def workers_ignoring_notice(init, numbers: Sequence[int], context: str | multiprocessing.context.BaseContext | None
+                            ) -> dict[str, Any]:
+    """The `DataLoader` options whose workers ignore the notice's signals from their first instruction:
+    `worker_init_fn` ([`WorkerIgnoringNotice`] around `init`) and `multiprocessing_context` (the start method
+    `context`, by name or as a context, default the platform's, whose workers start with the signals blocked)."""
+    base = context if isinstance(context, multiprocessing.context.BaseContext) else multiprocessing.get_context(context)
+    blocking = copy.copy(base)  # the same start method, queues and locks; only its processes differ
+    blocking.Process = functools.partial(_worker, _WORKER_CLASSES[base.get_start_method()], tuple(numbers))
+    return {"worker_init_fn": WorkerIgnoringNotice(init, numbers), "multiprocessing_context": blocking}
 
 
 def is_disk_full(error: BaseException, folder: str | os.PathLike | None = None, needed: int | None = None) -> bool:

@@ -20,8 +20,8 @@ from transformers.trainer_utils import seed_worker
 
 from .checkpoints import AtomicCheckpoints
 from .distributed import GlobalBatch, global_batch_edge_index
-from .faults import PreemptionNotice, WorkerIgnoringNotice
 from .evaluation.retrieval import retrieval_metrics
+from .faults import PreemptionNotice, workers_ignoring_notice
 from .graph_batching import NodeGraph, SlipDataCollator, build_batch_sampler, edges_per_node
 from .objectives import OBJECTIVES, ObjectiveWeightSchedule, batch_preparers
 from .optimization import slip_parameter_groups
@@ -345,9 +345,8 @@ class SlipTrainer(AtomicCheckpoints, Trainer):
             options.update(
                 persistent_workers=args.dataloader_persistent_workers,
                 prefetch_factor=args.dataloader_prefetch_factor,
-                multiprocessing_context=args.dataloader_multiprocessing_context,
-                worker_init_fn=WorkerIgnoringNotice(
-                    functools.partial(seed_worker, num_workers=workers, rank=args.process_index), self.preemption.numbers),
+                **workers_ignoring_notice(functools.partial(seed_worker, num_workers=workers, rank=args.process_index),
+                                          self.preemption.numbers, args.dataloader_multiprocessing_context),
             )
         return options
 
