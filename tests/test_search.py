@@ -31,7 +31,7 @@ from slip_hf.search import (
     index_folder,
     read_record,
 )
-from slip_hf.search.embed import catalogue_edges
+from slip_hf.search.catalogue import catalogue_edges
 from slip_hf.search.record import WORK
 
 SHARD_ROWS = 40
@@ -145,6 +145,9 @@ def test_a_run_killed_at_any_instant_resumes_to_the_same_files(slip_dir, graph_d
                                                          if name != "embeddings.json")
     first, second = (json.loads(files["embeddings.json"]) for files in (resumed, uninterrupted))
     assert first == second  # nothing but the output folder's name differs, and that is not recorded
+    again = subprocess.run(command, capture_output=True, text=True, check=False)  # the same command, once more
+    assert again.returncode == 0 and again.stdout.count("kept the index built with these settings") == 2, again.stdout
+    assert _files(out) == resumed  # a finished folder and its indexes are left as they are
 
 
 def test_two_processes_under_accelerate_launch_equal_one(slip_dir, graph_dataset_dir, tmp_path):

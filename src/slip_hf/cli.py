@@ -576,7 +576,7 @@ def embed(argv: Sequence[str]) -> int:
     print(f"{record.rows:,} items of {record.dataset} ({record.split}) -> {folder}: {', '.join(record.dims)} "
           f"({record.dtype}), {record.num_shards} shard(s), {seconds:.1f} s")
     if args.index:
-        index_folder(folder, memory_budget=args.memory_budget, exact_below=args.exact_below)
+        index_folder(folder, memory_budget=args.memory_budget, exact_below=args.exact_below, rebuild=False)
     return 0
 
 

@@ -30,6 +30,7 @@ from ..evaluation.runner import RowImage
 from ..paths import write_whole
 from ..pixels import PixelPipeline
 from .card import write_card
+from .catalogue import catalogue_edges, catalogue_items
 from .fingerprints import dataset_fingerprint, model_fingerprint
 from .index import EXACT_BELOW
 from .record import DATA, RECORD, WORK, EmbeddingsRecord, read_record, shard_name
@@ -62,28 +63,6 @@ class EmbedArguments:
                                                                       "from there on, approximate within --memory_budget."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an embeddings folder written from another model, "
                                                               "dataset or setting (default: refuse)."})
-
-
-def catalogue_items(graph, split: str) -> Dataset:
-    """The rows of a catalogue: one split of the graph's nodes, or every split (`"all"`) in train, validation,
-    test order (the order of `slip_hf.space.Catalog`)."""
-    if split == "all":
-        return graph.all_nodes()
-    if split not in graph.nodes:
-        raise ValueError(f"the dataset has no split {split!r}; it has {list(graph.nodes)} (or use 'all').")
-    return graph.nodes[split]
-
-
-def catalogue_edges(graph, node_ids: np.ndarray) -> torch.Tensor:
-    """The graph's edges between catalogue items, as catalogue rows, both directions `(2, 2E)`."""
-    row_of = np.full(int(max(node_ids.max(initial=-1), 0)) + 1, -1, dtype=np.int64)
-    row_of[node_ids] = np.arange(node_ids.size)
-    src, dst = (np.asarray(graph.edges[column], dtype=np.int64) for column in ("src", "dst"))
-    inside = (src < row_of.size) & (dst < row_of.size)
-    src, dst = row_of[src[inside]], row_of[dst[inside]]
-    keep = (src >= 0) & (dst >= 0)
-    src, dst = src[keep], dst[keep]
-    return torch.from_numpy(np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])]))
 
 
 def embedding_size(model, tokenizer) -> int:
@@ -262,4 +241,4 @@ def _finish(out: Path, record: EmbeddingsRecord) -> None:
     shutil.rmtree(work)
 
 
-__all__ = ["EmbedArguments", "catalogue_edges", "catalogue_items", "embed_catalogue", "embedding_size", "read_record"]
+__all__ = ["EmbedArguments", "embed_catalogue", "embedding_size", "read_record"]

@@ -229,7 +229,7 @@ images search titles, as in the Space; Z searches Z (related items)."""
 def index_folder(
     folder: str | os.PathLike, columns: tuple[str, ...] = ("image_embedding", "text_embedding"),
     memory_budget: int | str = "4GB", exact_below: int = EXACT_BELOW, target_recall: float = TARGET_RECALL,
-    recall_queries: int = 1000, seed: int = 0, log: Callable[[str], None] = print,
+    recall_queries: int = 1000, seed: int = 0, log: Callable[[str], None] = print, rebuild: bool = True,
 ) -> EmbeddingsRecord:
     """Build, tune and save an index of each of `columns` of a finished embeddings folder, as
     `index/<column>.faiss` with its entry in the folder's record (factory, search parameters, measured recall,
@@ -244,6 +244,8 @@ def index_folder(
         recall_queries: queries its recall is measured on (vectors of the other modality, `QUERY_COLUMN`).
         seed: the draw of the training sample and of the queries.
         log: where a line per index goes.
+        rebuild: build every index again; `False` keeps an index already built with these settings from these
+            fingerprints (a rerun of `slip-hf embed` on a finished folder).
 
     Returns:
         [`EmbeddingsRecord`]: the folder's record, with the new indexes.
@@ -262,6 +264,14 @@ def index_folder(
     for column in columns:
         if column not in record.dims:
             raise ValueError(f"embeddings {folder} hold no {column!r} (they hold {', '.join(record.dims)}).")
+        settings = {"memory_budget": parse_bytes(memory_budget), "exact_below": exact_below,
+                    "target_recall": target_recall, "recall_queries": recall_queries, "seed": seed}
+        path = folder / INDEX / f"{column}.faiss"
+        built = record.indexes.get(column, {})
+        if not rebuild and path.is_file() and path.stat().st_size == built.get("bytes") and built.get("settings") == settings and all(
+                built.get(key) == getattr(record, key) for key in ("model_fingerprint", "dataset_fingerprint", "rows")):
+            log(f"{column}: kept the index built with these settings ({built['factory']}; slip-hf index builds it again)")
+            continue
         dim = record.dims[column]
         choice = choose_index(record.rows, dim, memory_budget, exact_below)
         batches = _column_batches(files, column)
@@ -271,14 +281,13 @@ def index_folder(
         build_seconds = time.perf_counter() - started
         entry = {"factory": choice.factory, "exact": choice.exact, "search_parameters": {}, "rows": record.rows,
                  "model_fingerprint": record.model_fingerprint, "dataset_fingerprint": record.dataset_fingerprint,
-                 "recall_at_10": 1.0, "recall_queries": 0}
+                 "recall_at_10": 1.0, "recall_queries": 0, "settings": settings}
         if not choice.exact:
             query_batches = _column_batches(files, QUERY_COLUMN[column])
             queries = _sample_rows(query_batches, record.rows, recall_queries, seed + 1)
             truth = exact_neighbours(queries, batches, 10)
             entry["search_parameters"], entry["recall_at_10"] = tune(index, queries, truth, target_recall)
             entry["recall_queries"] = len(queries)
-        path = folder / INDEX / f"{column}.faiss"
         write_whole(path, lambda temporary, index=index: faiss.write_index(index, str(temporary)))
         entry["bytes"] = path.stat().st_size
         entry["resident_bytes"] = choice.resident_bytes

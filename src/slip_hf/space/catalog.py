@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..data.hub import load_copurchase_graph
 from ..paths import write_whole
+from ..search.catalogue import catalogue_edge_rows, catalogue_items
 
 
 @dataclass
@@ -61,14 +62,8 @@ class Catalog:
         self._labels = items.select_columns([c for c in ("category_path", "label") if c in items.column_names])
         self.titles = [str(title) for title in items[text_column]]
         node_ids = np.asarray(items["node_id"], dtype=np.int64)
-        row_of = np.full(int(node_ids.max(initial=-1)) + 1, -1, dtype=np.int64)
-        row_of[node_ids] = np.arange(node_ids.size)
-        src, dst = (np.asarray(edges[c], dtype=np.int64) for c in ("src", "dst"))
-        inside = (src < row_of.size) & (dst < row_of.size)
-        src, dst = src[inside], dst[inside]
-        keep = (row_of[src] >= 0) & (row_of[dst] >= 0)
-        attributes = [np.asarray(edges[c], dtype=np.int64)[inside][keep] for c in ("count", "first_time", "last_time")]
-        a, b = row_of[src[keep]], row_of[dst[keep]]
+        a, b, kept = catalogue_edge_rows(node_ids, *(np.asarray(edges[c], dtype=np.int64) for c in ("src", "dst")))
+        attributes = [np.asarray(edges[c], dtype=np.int64)[kept] for c in ("count", "first_time", "last_time")]
         owner, other = np.concatenate([a, b]), np.concatenate([b, a])
         order = np.lexsort((-np.concatenate([attributes[0]] * 2), owner))  # by item, most co-bought first
         self._other = other[order]
@@ -78,8 +73,6 @@ class Catalog:
     @classmethod
     def from_dataset(cls, path_or_repo: str | os.PathLike, config: str = "electronics", split: str = "test", **kwargs) -> "Catalog":
         """Load a dataset folder or Hub repo (`slip_hf.data.load_copurchase_graph`) and keep `split` (or "all")."""
-        from ..search.embed import catalogue_items
-
         graph = load_copurchase_graph(path_or_repo, config)
         return cls(catalogue_items(graph, split), graph.edges, **kwargs)
 
