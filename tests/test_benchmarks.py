@@ -37,14 +37,15 @@ def test_gpu_step_benchmark_runs_tiny_siglip_with_its_baseline_named(tmp_path):
 
 def test_index_scale_benchmark_runs_small(tmp_path):
     out = tmp_path / "rows.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "index_scale.py"), "--sizes", "1500", "4000",
+    """One approximate size, as every default size is (the exact index is tested in test_search.py): each size costs
+    three processes, each ~8 s of importing torch, transformers and slip_hf on 2 cores."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "index_scale.py"), "--sizes", "4000",
                            "--exact_below", "2000", "--work", str(tmp_path / "work"), "--out", str(out)],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    exact, approximate = json.loads(out.read_text())
-    assert exact["exact"] and exact["recall_at_10"] == 1.0 and exact["factory"] == "Flat"
+    (approximate,) = json.loads(out.read_text())
     assert not approximate["exact"] and approximate["recall_at_10"] >= 0.9 and approximate["p50_ms"] > 0
-    assert "| 4,000 | `IVF" in done.stdout
+    assert approximate["exact_p50_ms"] > 0 and "| 4,000 | `IVF" in done.stdout
 
 
 def test_embed_scale_benchmark_runs_small(tiny_clip_checkpoint, graph_dataset_dir, tmp_path):

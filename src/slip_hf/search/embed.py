@@ -234,6 +234,8 @@ def _finish(out: Path, record: EmbeddingsRecord) -> None:
     """Move the shards out of `.work/` at once, write the card, then the record; drop the work files."""
     work = out / WORK
     if not (out / DATA).is_dir():
+        for stale in (work / DATA).glob(".*.tmp"):  # what a writer killed mid-shard left; every shard is written now
+            stale.unlink()
         os.replace(work / DATA, out / DATA)
     record.complete = True
     write_card(out, record)
