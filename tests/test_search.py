@@ -6,6 +6,7 @@ search's results)."""
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_parsers import parser_of
 from datasets import load_dataset
 from PIL import Image
 
@@ -71,7 +73,7 @@ def _vectors(folder: Path, column: str) -> np.ndarray:
     return np.asarray(rows[column], dtype=np.float32)
 
 
-def test_embed_writes_a_dataset_whose_vectors_are_the_models(slip_dir, graph_dataset_dir, slip_embeddings):
+def test_embed_writes_a_dataset_whose_vectors_are_the_models(slip_dir, graph_dataset_dir, slip_embeddings, monkeypatch):
     record = read_record(slip_embeddings)
     graph = load_copurchase_graph(graph_dataset_dir, "electronics")
     items = graph.all_nodes()
@@ -89,6 +91,11 @@ def test_embed_writes_a_dataset_whose_vectors_are_the_models(slip_dir, graph_dat
     np.testing.assert_allclose(_vectors(slip_embeddings, "node_embedding"), whole.numpy(), atol=1e-5)
     card = (slip_embeddings / "README.md").read_text()
     assert record.model_fingerprint[:12] in card and "| `image_embedding` | `Flat` | yes" in card
+    commands = [shlex.split(line.split("#")[0].replace("<this folder>", str(slip_embeddings)))[1:]
+                for line in card.splitlines() if line.startswith("slip-hf ")]
+    assert [command[0] for command in commands] == ["search", "serve"]
+    for name, *arguments in commands:  # the card's commands are the CLI's
+        parser_of(name, monkeypatch).parse_args(arguments)
     assert not (slip_embeddings / WORK).exists()
 
 
@@ -313,6 +320,7 @@ def test_publish_uploads_the_index_and_the_space_app_serves_it(slip_dir, tiny_cl
     import importlib.util
 
     import gradio as gr
+    import pyarrow.parquet as pq
     from huggingface_hub import metadata_load
 
     root = Path(__file__).resolve().parents[1]
@@ -340,6 +348,13 @@ def test_publish_uploads_the_index_and_the_space_app_serves_it(slip_dir, tiny_cl
     wrong = [*common]
     wrong[wrong.index(slip_dir)] = tiny_clip_checkpoint
     assert cli_main(wrong) == 2 and "model mismatch" in capsys.readouterr().err
+    rebuilt = tmp_path / "data"  # another build of the dataset: one edge fewer
+    shutil.copytree(graph_dataset_dir, rebuilt)
+    edges_file = next((rebuilt / "electronics_edges").glob("*.parquet"))
+    pq.write_table(pq.read_table(edges_file).slice(1), edges_file)
+    wrong = [*common]
+    wrong[wrong.index(str(graph_dataset_dir))] = str(rebuilt)
+    assert cli_main(wrong) == 2 and "dataset mismatch" in capsys.readouterr().err
     launched = []
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, *args, **kwargs: launched.append(self))
     spec = importlib.util.spec_from_file_location("space_app", root / "hub" / "space" / "app.py")

@@ -580,20 +580,8 @@ def embed(argv: Sequence[str]) -> int:
     return 0
 
 
-@dataclass
-class IndexArguments:
-    """`slip-hf index`: an embeddings folder's search index."""
-
-    index: str = field(metadata={"help": "The embeddings folder written by slip-hf embed."})
-    columns: list[str] = field(default_factory=lambda: ["image_embedding", "text_embedding"],
-                               metadata={"help": "Vector columns to index (node_embedding too, for related items by Z)."})
-    memory_budget: str = field(default="4GB", metadata={"help": "Memory the index may keep resident (e.g. 4GB, 512MB)."})
-    exact_below: int = field(default=200_000, metadata={"help": "Items below which the index is exact (FAISS flat)."})
-    target_recall: float = field(default=0.95, metadata={"help": "recall@10 the approximate index's search parameters are tuned to."})
-
-
 def index(argv: Sequence[str]) -> int:
-    from .search import index_folder
+    from .search.index import IndexArguments, index_folder
 
     args = _parse_config(
         IndexArguments, "slip-hf index",

@@ -6,6 +6,7 @@ from pathlib import Path
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..data.card import _size_category
+from ..paths import write_whole
 from .fingerprints import short
 from .record import DATA, EmbeddingsRecord
 
@@ -19,7 +20,7 @@ _MEANING = {
 
 def _index_lines(record: EmbeddingsRecord) -> str:
     if not record.indexes:
-        return "No index is saved yet: `slip-hf index --embeddings <this folder>` builds one per vector column."
+        return "No index is saved yet: `slip-hf index --index <this folder>` builds one per vector column."
     rows = ["| column | FAISS index | exact | search parameters | recall@10 (measured) | size |", "|---|---|---|---|---:|---:|"]
     for column, entry in sorted(record.indexes.items()):
         recall = "1 (exact)" if entry["exact"] else f"{entry['recall_at_10']:.3f} on {entry['recall_queries']:,} queries"
@@ -66,8 +67,8 @@ embeddings = load_dataset("<this repo or folder>", split="train").with_format("n
 ```
 
 ```bash
-slip-hf search --embeddings <this folder> "usb-c charger"       # the top 10, with titles
-slip-hf serve --embeddings <this folder>                        # the Space on this index, no embedding at start
+slip-hf search --index <this folder> "usb-c charger"            # the top 10, with titles
+slip-hf serve --index <this folder>                             # the Space on this index, no embedding at start
 ```
 
 ## Indexes
@@ -75,7 +76,8 @@ slip-hf serve --embeddings <this folder>                        # the Space on t
 {_index_lines(record)}
 """
     path = folder / "README.md"
-    DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}").save(path)
+    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    write_whole(path, lambda temporary: card.save(temporary))  # rewritten when an index is added: never half a card
     return path
 
 

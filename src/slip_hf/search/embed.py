@@ -32,8 +32,8 @@ from ..pixels import PixelPipeline
 from .card import write_card
 from .catalogue import catalogue_edges, catalogue_items
 from .fingerprints import dataset_fingerprint, model_fingerprint
-from .index import EXACT_BELOW
-from .record import DATA, RECORD, WORK, EmbeddingsRecord, read_record, shard_name
+from .index import EXACT_BELOW, MEMORY_BUDGET
+from .record import DATA, INDEX, RECORD, WORK, EmbeddingsRecord, read_record, shard_name
 
 FEATURES = ("image_embedding", "text_embedding")
 """The columns computed by the towers (the memory-mapped features Z is computed from)."""
@@ -58,7 +58,7 @@ class EmbedArguments:
     image_column: str = field(default="image", metadata={"help": "The image column."})
     index: bool = field(default=True, metadata={"help": "Then build and save the search index of the image and text "
                                                        "embeddings (slip-hf index; its options below)."})
-    memory_budget: str = field(default="4GB", metadata={"help": "Memory the index may keep resident (e.g. 4GB, 512MB)."})
+    memory_budget: str = field(default=MEMORY_BUDGET, metadata={"help": "Memory the index may keep resident (e.g. 4GB, 512MB)."})
     exact_below: int = field(default=EXACT_BELOW, metadata={"help": "Items below which the index is exact (FAISS flat); "
                                                                       "from there on, approximate within --memory_budget."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an embeddings folder written from another model, "
@@ -94,7 +94,7 @@ def _prepare(out: Path, record: EmbeddingsRecord, overwrite: bool) -> bool:
             return True
         if not overwrite:
             raise ValueError(_other_plan(out, existing, record))
-        for name in (DATA, "index"):
+        for name in (DATA, INDEX):
             shutil.rmtree(out / name, ignore_errors=True)
         final.unlink()
     plan = work / RECORD

@@ -17,7 +17,7 @@ and `pandas<3`, which the rest of this stack (pyarrow, datasets) has left, so it
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,9 @@ one core (`benchmarks/index_scale.py`), the goal of an approximate one at 10M.""
 
 TARGET_RECALL = 0.95
 """Default recall@10 the search parameters of an approximate index are tuned to."""
+
+MEMORY_BUDGET = "4GB"
+"""Default memory an index may keep resident."""
 
 _NPROBES = (8, 16, 32, 64, 128)
 _K_FACTORS = (4, 8, 16, 32, 64)
@@ -69,7 +72,7 @@ class IndexChoice:
     train_rows: int = 0
 
 
-def choose_index(rows: int, dim: int, memory_budget: int | str = "4GB", exact_below: int = EXACT_BELOW) -> IndexChoice:
+def choose_index(rows: int, dim: int, memory_budget: int | str = MEMORY_BUDGET, exact_below: int = EXACT_BELOW) -> IndexChoice:
     """The index for `rows` vectors of size `dim`: exact below `exact_below`, else IVF-PQ with float16 re-ranking
     whose resident part fits `memory_budget` (see the module docstring).
 
@@ -226,9 +229,21 @@ QUERY_COLUMN = {"image_embedding": "text_embedding", "text_embedding": "image_em
 images search titles, as in the Space; Z searches Z (related items)."""
 
 
+@dataclass
+class IndexArguments:
+    """`slip-hf index`: an embeddings folder's search index."""
+
+    index: str = field(metadata={"help": "The embeddings folder written by slip-hf embed."})
+    columns: list[str] = field(default_factory=lambda: ["image_embedding", "text_embedding"],
+                               metadata={"help": "Vector columns to index (node_embedding too, for related items by Z)."})
+    memory_budget: str = field(default=MEMORY_BUDGET, metadata={"help": "Memory the index may keep resident (e.g. 4GB, 512MB)."})
+    exact_below: int = field(default=EXACT_BELOW, metadata={"help": "Items below which the index is exact (FAISS flat)."})
+    target_recall: float = field(default=TARGET_RECALL, metadata={"help": "recall@10 the approximate index's search parameters are tuned to."})
+
+
 def index_folder(
     folder: str | os.PathLike, columns: tuple[str, ...] = ("image_embedding", "text_embedding"),
-    memory_budget: int | str = "4GB", exact_below: int = EXACT_BELOW, target_recall: float = TARGET_RECALL,
+    memory_budget: int | str = MEMORY_BUDGET, exact_below: int = EXACT_BELOW, target_recall: float = TARGET_RECALL,
     recall_queries: int = 1000, seed: int = 0, log: Callable[[str], None] = print, rebuild: bool = True,
 ) -> EmbeddingsRecord:
     """Build, tune and save an index of each of `columns` of a finished embeddings folder, as
@@ -300,5 +315,5 @@ def index_folder(
     return record
 
 
-__all__ = ["EXACT_BELOW", "QUERY_COLUMN", "TARGET_RECALL", "IndexChoice", "build_index", "choose_index",
+__all__ = ["EXACT_BELOW", "MEMORY_BUDGET", "QUERY_COLUMN", "TARGET_RECALL", "IndexArguments", "IndexChoice", "build_index", "choose_index",
            "exact_neighbours", "index_folder", "parse_bytes", "read_index", "recall_at", "set_search_parameters", "tune"]

@@ -20,7 +20,7 @@ from PIL import Image
 from ..embedding import encode_images, encode_texts, load_dual_encoder
 from ..pixels import PixelPipeline
 from ..viewed_image import viewed_rgb
-from .fingerprints import dataset_fingerprint, model_fingerprint, require_same
+from .fingerprints import dataset_fingerprint, model_fingerprint, require_same, short
 from .index import read_index
 from .record import INDEX, EmbeddingsRecord, data_files, read_record
 
@@ -102,10 +102,10 @@ class CatalogueSearch:
             if entry is None:
                 raise ValueError(f"embeddings {self.folder} have no index of {column} (they have {', '.join(self.record.indexes)}).")
             for what in ("model", "dataset"):
-                if entry[f"{what}_fingerprint"] != getattr(self.record, f"{what}_fingerprint"):
+                built, embedded = entry[f"{what}_fingerprint"], getattr(self.record, f"{what}_fingerprint")
+                if built != embedded:
                     raise ValueError(f"{self.folder / INDEX / column}.faiss was built from other embeddings ({what} fingerprint "
-                                     f"{entry[f'{what}_fingerprint'][:12]} against {getattr(self.record, f'{what}_fingerprint')[:12]}); "
-                                     f"rebuild it with slip-hf index --index {self.folder}.")
+                                     f"{short(built)} against {short(embedded)}); rebuild it with slip-hf index --index {self.folder}.")
             index = read_index(self.folder / INDEX / f"{column}.faiss", entry["search_parameters"])
             if index.ntotal != self.record.rows:
                 raise ValueError(f"{self.folder / INDEX / column}.faiss holds {index.ntotal:,} vectors, the embeddings "

@@ -5,7 +5,8 @@
     <out_dir>/README.md                             the dataset card (`load_dataset(<out_dir>)`, `push-dataset`)
     <out_dir>/data/train-00000-of-0000N.parquet     node_id, title, image_embedding, text_embedding
                                                     [, node_embedding]: one row per catalogue item, in its order
-    <out_dir>/index/<column>.faiss, <column>.json   a saved index of a column and its record (`slip-hf index`)
+    <out_dir>/index/<column>.faiss                  a saved index of a column (`slip-hf index`); its entry in the
+                                                    record says how it was built, its measured recall, fingerprints
     <out_dir>/.work/                                a run in progress: shards, features, the plan
 
 The final files appear only when every shard is done (the shards are moved out of `.work/` and the record, written

@@ -58,7 +58,7 @@ def plan_publish(model_dir: str | os.PathLike, dataset_dir: str | os.PathLike, s
     if (index_dir is None) != (index_repo is None):
         raise ValueError("publishing a saved index needs both its folder (--index_dir) and its repo (--index_repo).")
     if index_dir is not None:
-        from ..search.fingerprints import model_fingerprint, require_same
+        from ..search.fingerprints import dataset_fingerprint, model_fingerprint, require_same
         from ..search.record import read_record
 
         record = read_record(index_dir)
@@ -66,6 +66,9 @@ def plan_publish(model_dir: str | os.PathLike, dataset_dir: str | os.PathLike, s
             raise ValueError(f"embeddings {index_dir} have no saved index; build one with slip-hf index --index {index_dir}.")
         require_same("model", record.model_fingerprint, record.model, model_fingerprint(model_dir), f"the model {model_dir}",
                      f"publish the index of {model_dir} (slip-hf embed --model_name_or_path {model_dir}).")
+        require_same("dataset", record.dataset_fingerprint, record.dataset,
+                     dataset_fingerprint(dataset_dir, record.dataset_config), f"the dataset {dataset_dir}",
+                     f"publish the index of {dataset_dir} (slip-hf embed --dataset_name {dataset_dir}).")
         uploads.append(Upload(Path(index_dir), index_repo, "dataset", role="index"))
     if clip_repo:
         from ..interop import export_clip
